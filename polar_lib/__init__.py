@@ -1,0 +1,10 @@
+"""polar_lib: PoLAR and its peers on stock Hugging Face PEFT.
+
+Importing the package registers the adapters' ``peft_type`` strings with PEFT, so that stock
+``get_peft_model``, ``save_pretrained`` and ``PeftModel.from_pretrained`` handle them.
+"""
+from .adapters import PolarConfig, load_original_polar
+from .optim import create_landing_optimizer
+
+__version__ = "0.1.0"
+__all__ = ["PolarConfig", "load_original_polar", "create_landing_optimizer"]

@@ -1,0 +1,39 @@
+"""Registering a LoRA-family method with stock PEFT, without a fork.
+
+PEFT looks a method up by its ``peft_type`` string in three tables (config class, tuner class,
+state-dict prefix). Our methods are LoRA variants: they reuse PEFT's ``LoraModel`` tuner and the
+``lora_`` prefix, and differ only in the layer their config maps ``nn.Linear`` to. Registering
+the string in those tables at ``import polar_lib`` is all that stock ``get_peft_model``,
+``PeftModel.from_pretrained`` and ``save_pretrained`` need. (Verified on peft 0.21.)
+"""
+from __future__ import annotations
+
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+from peft.tuners.lora import LoraModel
+from torch import nn
+
+
+def register_lora_method(peft_type: str, config_cls: type) -> None:
+    """Make ``peft_type`` (e.g. ``"POLAR"``) a PEFT method served by ``LoraModel`` and ``config_cls``."""
+    PEFT_TYPE_TO_CONFIG_MAPPING[peft_type] = config_cls
+    PEFT_TYPE_TO_TUNER_MAPPING[peft_type] = LoraModel
+    PEFT_TYPE_TO_PREFIX_MAPPING[peft_type] = "lora_"
+
+
+def check_linear(base_layer: nn.Module, method: str) -> None:
+    """Raise unless ``base_layer`` is an ``nn.Linear`` (the one layer type our methods support)."""
+    if not isinstance(base_layer, nn.Linear):
+        raise ValueError(
+            f"{method} supports target modules of type torch.nn.Linear only; got "
+            f"{type(base_layer).__name__}. Choose target_modules that are nn.Linear layers."
+        )
+
+
+def check_rank(r: int, base_layer: nn.Linear) -> None:
+    """Raise unless 1 ≤ r ≤ min(in_features, out_features)."""
+    limit = min(base_layer.in_features, base_layer.out_features)
+    if not 1 <= r <= limit:
+        raise ValueError(
+            f"r must satisfy 1 <= r <= min(in_features, out_features) = {limit} for every target "
+            f"(a {base_layer.in_features}->{base_layer.out_features} nn.Linear); got r={r}."
+        )

@@ -1,0 +1,107 @@
+"""A LoRA layer with an r×r core between its factors: ΔW = s · B C A.
+
+B = ``lora_B`` (m×r), A = ``lora_A`` (r×n), C = ``lora_S`` (r×r, or an r-vector for a diagonal
+core), s = ``scaling``. PoLAR (C = Θ) and StelLA (C = S) are this layer with their own core
+parametrisation and initialisation. Forward, merge, unmerge and mixed-batch inference go through
+PEFT's ``LoraVariant`` hook, so stock PEFT code paths (``merge_and_unload``, ``save_as_lora``,
+multiple adapters) treat it as LoRA with a core.
+"""
+from __future__ import annotations
+
+import torch
+from peft.tuners.lora.layer import Linear, LoraVariant
+from peft.utils.other import transpose
+from torch import nn
+
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from ._peft import check_linear, check_rank
+
+
+class Core(nn.Module):
+    """The core C: a ``weight`` of shape (r, r), or (r,) for a diagonal core diag(weight)."""
+
+    def __init__(self, r: int, diagonal: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(r) if diagonal else torch.zeros(r, r))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h ↦ h Cᵀ for a batch of rows h (..., r)."""
+        return h * self.weight if self.weight.ndim == 1 else h @ self.weight.T
+
+
+class CoreVariant(LoraVariant):
+    """PEFT's variant hook for ΔW = s · B C A."""
+
+    @staticmethod
+    def init(module, adapter_name, **kwargs):
+        pass
+
+    @staticmethod
+    def merge_safe(module, active_adapter, orig_weight):
+        return orig_weight + module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+
+    @staticmethod
+    def merge_unsafe(module, active_adapter, orig_weight):
+        orig_weight.data += module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+
+    @staticmethod
+    def unmerge(module, active_adapter, orig_weight):
+        return orig_weight.data - module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+
+    @staticmethod
+    def forward(module, active_adapter, x, result, **kwargs):
+        h = module.lora_A[active_adapter](module.lora_dropout[active_adapter](x))
+        h = module.apply_core(active_adapter, h)
+        return result + module.lora_B[active_adapter](h) * module.scaling[active_adapter]
+
+
+class CoreLinear(Linear):
+    """Base class of LoRA layers with a core. Subclasses set ``method`` and define ``make_core``
+    (a fresh, initialised ``Core``) and ``reset_lora_parameters`` (the factors' initialisation)."""
+
+    adapter_layer_names = Linear.adapter_layer_names + ("lora_S",)
+    method = "core"
+
+    def __init__(self, base_layer, adapter_name, config, **kwargs):
+        base = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
+        check_linear(base, self.method)
+        super().__init__(base_layer, adapter_name, config=config, **kwargs)
+
+    def make_core(self, r: int, config) -> Core:
+        raise NotImplementedError
+
+    def update_layer(self, adapter_name, r, lora_alpha, config, **kwargs):
+        check_rank(r, self.get_base_layer())
+        if "lora_S" not in self._modules:  # PEFT's Linear.__init__ calls update_layer before ours could run
+            self.lora_S = nn.ModuleDict()
+        self.lora_S[adapter_name] = self.make_core(r, config)
+        super().update_layer(adapter_name, r, lora_alpha, config=config, **kwargs)
+
+    def resolve_lora_variant(self, *, config, **kwargs):
+        return CoreVariant()
+
+    def core_matrix(self, adapter: str) -> torch.Tensor:
+        """C as an r×r matrix."""
+        weight = self.lora_S[adapter].weight
+        return torch.diag(weight) if weight.ndim == 1 else weight
+
+    def apply_core(self, adapter: str, h: torch.Tensor) -> torch.Tensor:
+        """h ↦ h Cᵀ (rows h of shape (..., r))."""
+        return self.lora_S[adapter](h)
+
+    def delta_factors(self, adapter: str):
+        """(B, C, A, s) with ΔW = s · B C A (before any fan_in_fan_out transpose)."""
+        return (self.lora_B[adapter].weight, self.core_matrix(adapter), self.lora_A[adapter].weight,
+                self.scaling[adapter])
+
+    def get_delta_weight(self, adapter: str) -> torch.Tensor:
+        """ΔW = s · B C A (out×in), computed in fp32 on CPU for half-precision weights."""
+        B, C, A, s = self.delta_factors(adapter)
+        dtype = B.dtype
+        if B.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+            B, C, A = B.float(), C.float(), A.float()
+        return (transpose(B @ (C @ A), self.fan_in_fan_out) * s).to(dtype)
+
+    def __repr__(self) -> str:
+        return f"{self.method}." + super().__repr__().removeprefix("lora.")

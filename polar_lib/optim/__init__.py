@@ -1,0 +1,4 @@
+"""Optimizers for geometry-aware adapters: each wraps any torch optimizer class."""
+from .landing import create_landing_optimizer
+
+__all__ = ["create_landing_optimizer"]

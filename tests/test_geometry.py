@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from polar_lib.geometry import (landing_field, orthogonality_error, polar_retraction, project_tangent,
+                                qr_retraction, random_stiefel, riemannian_gradient, sym)
+
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+SHAPES = [(7, 3), (40, 8), (16, 16)]
+
+
+def dense_landing(Z, G, lam):
+    """The PoLAR code's form, with its n×n skew matrix."""
+    return (G @ Z.T - Z @ G.T) @ Z + lam * Z @ (Z.T @ Z - torch.eye(Z.shape[1]))
+
+
+@pytest.mark.parametrize("n,r", SHAPES)
+@pytest.mark.parametrize("lam", [0.0, 5e-3, 1.0])
+def test_landing_field_equals_dense_formula(n, r, lam):
+    g = torch.Generator().manual_seed(n * r)
+    Z, G = torch.randn(n, r, generator=g), torch.randn(n, r, generator=g)
+    assert torch.allclose(landing_field(Z, G, lam), dense_landing(Z, G, lam), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("n,r", SHAPES)
+def test_landing_field_vanishes_at_a_critical_point(n, r):
+    g = torch.Generator().manual_seed(0)
+    Z = random_stiefel(n, r, generator=g)
+    S = sym(torch.randn(r, r, generator=g))
+    assert landing_field(Z, Z @ S, 1.0).abs().max() < 1e-12
+    assert landing_field(Z, torch.randn(n, r, generator=g), 1.0).abs().max() > 1e-3  # not zero elsewhere
+
+
+def test_landing_terms_are_orthogonal_and_tangent_term_is_riemannian_gradient():
+    g = torch.Generator().manual_seed(3)
+    Z, G = torch.randn(30, 5, generator=g), torch.randn(30, 5, generator=g)
+    tangent, penalty = landing_field(Z, G, 0.0), landing_field(Z, G, 1.0) - landing_field(Z, G, 0.0)
+    assert abs((tangent * penalty).sum()) < 1e-10
+    X = random_stiefel(30, 5, generator=g)
+    assert torch.allclose(landing_field(X, G, 0.0), riemannian_gradient(X, G), atol=1e-12)
+
+
+def test_euclidean_field_is_gradient_of_penalised_loss():
+    g = torch.Generator().manual_seed(4)
+    Z, G, lam = torch.randn(9, 3, generator=g).requires_grad_(), torch.randn(9, 3, generator=g), 0.7
+    loss = (G * Z).sum() + lam / 4 * ((Z.T @ Z - torch.eye(3)) ** 2).sum()
+    (grad,) = torch.autograd.grad(loss, Z)
+    assert torch.allclose(landing_field(Z.detach(), G, lam, field="euclidean"), grad, atol=1e-12)
+
+
+def test_orthogonality_error_and_retractions():
+    g = torch.Generator().manual_seed(5)
+    Y = torch.randn(20, 4, generator=g)
+    P = polar_retraction(Y)
+    # polar factor: Y (YᵀY)^{-1/2}
+    evals, evecs = torch.linalg.eigh(Y.T @ Y)
+    assert torch.allclose(P, Y @ evecs @ torch.diag(evals ** -0.5) @ evecs.T, atol=1e-12)
+    for X in (P, qr_retraction(Y), random_stiefel(20, 4, generator=g)):
+        assert orthogonality_error(X) < 1e-12
+    assert torch.isclose(orthogonality_error(2 * P), torch.tensor(3.0 * 2))  # ‖4I − I‖_F = 3·√4
+
+
+def test_tangent_projection():
+    g = torch.Generator().manual_seed(6)
+    X, D = random_stiefel(15, 4, generator=g), torch.randn(15, 4, generator=g)
+    Delta = project_tangent(X, D)
+    assert (X.T @ Delta + Delta.T @ X).abs().max() < 1e-12
+    assert torch.allclose(project_tangent(X, Delta), Delta, atol=1e-12)  # a projection
+
+
+def test_landing_rejects_bad_arguments():
+    Z = torch.randn(5, 2)
+    with pytest.raises(ValueError, match="landing_lambda"):
+        landing_field(Z, Z, -1.0)
+    with pytest.raises(ValueError, match="field"):
+        landing_field(Z, Z, 1.0, field="riemannian")
+    with pytest.raises(ValueError, match="tall"):
+        landing_field(Z.T, Z.T, 1.0)
