@@ -1,0 +1,75 @@
+"""The offline models: real pretrained weights, the cache, and clear errors."""
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from polar_lib.models import KNOWN_MODELS, load_model, smollm2_folder
+
+ENGLISH = "The quick brown fox jumps over the lazy dog. It was a sunny day, and the children played in the park."
+
+
+def lm_loss(model, tokenizer, text):
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(ids, labels=ids).loss.item()
+
+
+def test_smollm2_is_pretrained():
+    model, tokenizer = load_model("smollm2-135m")
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    answer = tokenizer.decode(model.generate(ids, max_new_tokens=10, do_sample=False)[0, ids.shape[1]:])
+    assert "Paris" in answer
+    random_model = type(model)(model.config)
+    pretrained, random = lm_loss(model, tokenizer, ENGLISH), lm_loss(random_model, tokenizer, ENGLISH)
+    assert pretrained < 5 and random > 9 and pretrained < random - 5, (pretrained, random)
+
+
+def test_smollm2_second_load_is_fast_and_concurrent_first_loads_are_safe(tmp_path, monkeypatch):
+    smollm2_folder()  # converted once (and cached) in this process's cache
+    start = time.perf_counter()
+    load_model("smollm2-135m")
+    assert time.perf_counter() - start < 2.0
+    # Two processes converting into an empty cache at once: both must get a complete folder.
+    code = "from polar_lib.models import smollm2_folder; print(smollm2_folder())"
+    env = {**__import__("os").environ, "POLAR_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate()[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outputs[0] == outputs[1] and (tmp_path / "smollm2-135m-fp32" / "model.safetensors").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".convert-")] == []
+
+
+def test_minilm_is_pretrained():
+    encoder, tokenizer = load_model("minilm-l6", task="encoder")
+
+    def embed(text):
+        batch = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            hidden = encoder(**batch).last_hidden_state
+        return torch.nn.functional.normalize(hidden.mean(1), dim=-1)
+
+    same = (embed("A man is playing a guitar.") * embed("Someone plays the guitar.")).sum()
+    unrelated = (embed("A man is playing a guitar.") * embed("The stock market fell sharply today.")).sum()
+    assert same > 0.5 and unrelated < 0.2
+    classifier, _ = load_model("minilm-l6", task="sequence-classification", num_labels=3)
+    assert classifier.config.num_labels == 3
+
+
+@pytest.mark.parametrize("name,task", [("tiny-llama", "causal-lm"), ("tiny-llama", "sequence-classification"),
+                                       ("tiny-bert", "sequence-classification")])
+def test_tiny_models_are_seeded(name, task):
+    a, _ = load_model(name, task=task, seed=3)
+    b, _ = load_model(name, task=task, seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_bad_names_raise():
+    with pytest.raises(ValueError, match="unknown model 'smollm3'.*smollm2-135m"):
+        load_model("smollm3")
+    with pytest.raises(ValueError, match="task must be one of"):
+        load_model("tiny-llama", task="translation")
+    assert set(KNOWN_MODELS) == {"smollm2-135m", "minilm-l6", "tiny-llama", "tiny-bert"}
