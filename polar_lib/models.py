@@ -101,6 +101,13 @@ def model_folder(name_or_path: str) -> str:
     return name_or_path
 
 
+def check_model_name(name_or_path: str) -> None:
+    """Raise unless ``name_or_path`` is a known name, a hub id (``org/name``) or an existing folder."""
+    if name_or_path not in KNOWN_MODELS and "/" not in name_or_path and not Path(name_or_path).exists():
+        raise ValueError(f"unknown model {name_or_path!r}: use one of {KNOWN_MODELS}, "
+                         "a hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct', or a local folder")
+
+
 def load_model(name_or_path: str, task: str = "causal-lm", *, num_labels: int = 2,
                dtype: torch.dtype = torch.float32, seed: int = 0):
     """Load ``(model, tokenizer)``.
@@ -111,9 +118,7 @@ def load_model(name_or_path: str, task: str = "causal-lm", *, num_labels: int = 
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {tuple(TASKS)}, got {task!r}")
-    if name_or_path not in KNOWN_MODELS and "/" not in name_or_path and not Path(name_or_path).exists():
-        raise ValueError(f"unknown model {name_or_path!r}: use one of {KNOWN_MODELS}, "
-                         "a hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct', or a local folder")
+    check_model_name(name_or_path)
     kwargs = {"num_labels": num_labels} if task == "sequence-classification" else {}
     torch.manual_seed(seed)
     if name_or_path in TINY:

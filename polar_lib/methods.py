@@ -1,0 +1,80 @@
+"""One interface to every method: a name → its PEFT adapter config and its optimizer.
+
+``prepare(model, "polar", r=8)`` returns the PEFT model; ``make_optimizer(model, "polar")`` the
+matching optimizer, with the paper's learning rate unless ``lr`` is given. Adding a method is one
+module (its config and/or optimizer factory) and one line in ``METHODS``.
+
+Default learning rates (methods.md §3–§6, §10): PoLAR 4e-3 and LoRA/DoRA 4e-4 (the PoLAR paper's
+commonsense runs), StelLA 5e-4 (its Llama-3-8B script), TopLoRA 1e-4 (its repository default),
+AdaPreLoRA 4e-4 and PEFT's Riemannian-preconditioned AdamW 8e-4 (the range reported for scaled
+AdamW on GPT-2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+import torch
+from peft import LoraConfig, get_peft_model
+from peft.optimizers import create_riemannian_optimizer
+
+from .adapters import PolarConfig, StellaConfig, TopLoraConfig
+from .optim import create_adaprelora_optimizer, create_landing_optimizer, create_stella_optimizer
+
+
+def create_adamw(model, *, lr: float, **kwargs) -> torch.optim.Optimizer:
+    """Plain AdamW on every trainable parameter (LoRA, DoRA, TopLoRA)."""
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, **kwargs)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method: how to build its adapter config, how to build its optimizer, its default lr."""
+
+    config_cls: type
+    optimizer_factory: Callable[..., torch.optim.Optimizer]
+    lr: float
+    config_defaults: dict = field(default_factory=dict)
+    summary: str = ""
+
+
+METHODS: dict[str, Method] = {
+    "lora": Method(LoraConfig, create_adamw, 4e-4, summary="LoRA (PEFT), AdamW"),
+    "dora": Method(LoraConfig, create_adamw, 4e-4, {"use_dora": True}, "DoRA (PEFT), AdamW"),
+    "polar": Method(PolarConfig, create_landing_optimizer, 4e-3, summary="PoLAR, landing field + AdamW"),
+    "stella": Method(StellaConfig, create_stella_optimizer, 5e-4, summary="StelLA, Riemannian AdamW + polar retraction"),
+    "toplora": Method(TopLoraConfig, create_adamw, 1e-4, summary="TopLoRA, token-wise gates, AdamW"),
+    "lora+adaprelora": Method(LoraConfig, create_adaprelora_optimizer, 4e-4, summary="LoRA, AdaPreLoRA optimizer"),
+    "lora+riemannian": Method(LoraConfig, partial(create_riemannian_optimizer, optimizer_cls=torch.optim.AdamW),
+                              8e-4, summary="LoRA, PEFT's Riemannian-preconditioned AdamW"),
+}
+
+
+def get_method(name: str) -> Method:
+    """The registry entry of ``name``; an unknown name lists the known ones."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def make_config(method: str, *, r: int = 8, lora_alpha: float | None = None, target_modules="all-linear",
+                lora_dropout: float = 0.05, **overrides):
+    """The PEFT config of ``method``; ``lora_alpha`` defaults to 2r, ``overrides`` go to the config."""
+    entry = get_method(method)
+    kwargs = {**entry.config_defaults, **overrides}
+    return entry.config_cls(r=r, lora_alpha=2 * r if lora_alpha is None else lora_alpha,
+                            target_modules=target_modules, lora_dropout=lora_dropout, **kwargs)
+
+
+def prepare(model, method: str, *, r: int = 8, lora_alpha: float | None = None, target_modules="all-linear",
+            lora_dropout: float = 0.05, **overrides):
+    """Wrap ``model`` with the adapter of ``method`` (stock ``peft.get_peft_model``)."""
+    return get_peft_model(model, make_config(method, r=r, lora_alpha=lora_alpha, target_modules=target_modules,
+                                             lora_dropout=lora_dropout, **overrides))
+
+
+def make_optimizer(model, method: str, *, lr: float | None = None, **overrides) -> torch.optim.Optimizer:
+    """The optimizer of ``method`` for a model made by ``prepare``; ``lr`` defaults to the paper's."""
+    entry = get_method(method)
+    return entry.optimizer_factory(model, lr=entry.lr if lr is None else lr, **overrides)

@@ -1,0 +1,201 @@
+"""One training path for every method: stock ``transformers.Trainer`` with the method's optimizer.
+
+Gradient accumulation, bf16, DDP (``torchrun``), logging, checkpointing and resuming come from
+the Trainer; the method brings its adapter (``methods.prepare``) and its optimizer
+(``methods.make_optimizer``), whose ``step()`` sees the clipped gradient as in the PoLAR code.
+
+A run lives in one directory::
+
+    <run_dir>/config.json     the full RunConfig (written first)
+    <run_dir>/checkpoints/    Trainer checkpoints (adapter, optimizer, scheduler, RNG states)
+    <run_dir>/adapter/        the final adapter (stock ``PeftModel.from_pretrained`` loads it)
+    <run_dir>/metrics.json    training metrics (written last: its presence marks a finished run)
+
+A finished run with the same config is reused, never retrained; an interrupted one resumes from its
+last checkpoint (bit-identical to an uninterrupted run on CPU); a directory holding a different
+run is never overwritten.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from . import data as task_data
+from .methods import get_method, make_optimizer, prepare
+from .models import check_model_name, load_model
+
+ENCODER_MODELS = ("minilm-l6", "tiny-bert")
+LOSS_ON = ("answer", "sequence")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a fine-tuning run (its hash names the run directory).
+
+    loss_on: ``"answer"`` (loss on the answer tokens only; cheaper signal on a CPU) or
+    ``"sequence"`` (the whole prompt and answer, as the PoLAR code does). Encoders
+    (MiniLM, BERT) train a sequence classifier over the choices instead.
+    adapter_options / optimizer_options: extra keyword arguments for the method's PEFT config
+    (e.g. ``{"theta": "diagonal"}``) and optimizer (e.g. ``{"landing_lambda": 1.0}``).
+    """
+
+    model: str = "tiny-llama"
+    method: str = "lora"
+    task: str = "arc_easy"
+    r: int = 8
+    lora_alpha: float | None = None
+    target_modules: str | list[str] = "all-linear"
+    lora_dropout: float = 0.05
+    lr: float | None = None
+    max_steps: int = 20
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 256
+    train_limit: int | None = None
+    loss_on: str = "answer"
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    bf16: bool = False
+    seed: int = 0
+    save_steps: int = 50
+    adapter_options: dict = field(default_factory=dict)
+    optimizer_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_model_name(self.model)
+        get_method(self.method)
+        task_data.get_task(self.task)
+        if self.loss_on not in LOSS_ON:
+            raise ValueError(f"loss_on must be one of {LOSS_ON}, got {self.loss_on!r}")
+        for name in ("r", "max_steps", "batch_size", "grad_accum", "max_length", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if isinstance(self.target_modules, tuple):
+            self.target_modules = list(self.target_modules)
+
+    @property
+    def model_task(self) -> str:
+        return "sequence-classification" if self.model in ENCODER_MODELS else "causal-lm"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def run_name(self) -> str:
+        digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.task}-{self.method}-r{self.r}-seed{self.seed}-{digest}"
+
+
+def tokenize_examples(examples, tokenizer, model_task: str, max_length: int, loss_on: str) -> list[dict]:
+    """Token ids (and labels) per example: prompt + " " + answer for causal LMs, with the prompt's
+    labels masked (-100) when ``loss_on == "answer"``; the prompt and the choice index for encoders."""
+    rows = []
+    for example in examples:
+        prompt = task_data.format_prompt(example)
+        if model_task == "sequence-classification":
+            ids = tokenizer(prompt, truncation=True, max_length=max_length)["input_ids"]
+            rows.append({"input_ids": ids, "labels": example.label})
+            continue
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        ids = tokenizer(prompt + " " + task_data.answer_text(example))["input_ids"] + [tokenizer.eos_token_id]
+        labels = list(ids)
+        if loss_on == "answer":
+            labels[:len(prompt_ids)] = [-100] * len(prompt_ids)
+        rows.append({"input_ids": ids[:max_length], "labels": labels[:max_length]})
+    return rows
+
+
+def pad_batch(rows: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its longest sequence (labels with -100)."""
+    longest = max(len(row["input_ids"]) for row in rows)
+
+    def padded(values, fill):
+        return values + [fill] * (longest - len(values))
+
+    batch = {
+        "input_ids": torch.tensor([padded(r["input_ids"], pad_token_id) for r in rows]),
+        "attention_mask": torch.tensor([padded([1] * len(r["input_ids"]), 0) for r in rows]),
+    }
+    labels = [r["labels"] for r in rows]
+    batch["labels"] = torch.tensor(labels if isinstance(labels[0], int) else [padded(l, -100) for l in labels])
+    return batch
+
+
+def load_run(run_dir: str | Path) -> tuple[RunConfig, dict | None]:
+    """The config of the run in ``run_dir`` and its metrics (None while unfinished)."""
+    run_dir = Path(run_dir)
+    config = RunConfig(**json.loads((run_dir / "config.json").read_text()))
+    metrics_file = run_dir / "metrics.json"
+    return config, json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+
+
+def load_trained(run_dir: str | Path):
+    """The base model with the run's final adapter loaded (stock ``PeftModel.from_pretrained``), and its tokenizer."""
+    from peft import PeftModel
+
+    config, metrics = load_run(run_dir)
+    if metrics is None:
+        raise FileNotFoundError(f"{run_dir} is not a finished run (no metrics.json); train it first")
+    model, tokenizer = load_model(config.model, task=config.model_task, seed=config.seed,
+                                  num_labels=metrics.get("num_labels", 2))
+    return PeftModel.from_pretrained(model, Path(run_dir) / "adapter"), tokenizer
+
+
+def train(config: RunConfig, runs_dir: str | Path = "runs", run_dir: str | Path | None = None, *,
+          data_dir: str | Path | None = None, progress: bool = True, callbacks=None) -> Path:
+    """Train (or reuse, or resume) the run of ``config``; return its directory."""
+    run_dir = Path(run_dir) if run_dir is not None else Path(runs_dir) / config.run_name()
+    config_file = run_dir / "config.json"
+    if config_file.exists():
+        if json.loads(config_file.read_text()) != config.to_dict():
+            raise FileExistsError(f"{run_dir} holds a different run (see its config.json); "
+                                  "choose another run_dir or delete that one")
+        if (run_dir / "metrics.json").exists():
+            return run_dir  # finished: reuse
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        config_file.write_text(json.dumps(config.to_dict(), indent=1))
+
+    examples = task_data.load_task(config.task, split="train", data_dir=data_dir, limit=config.train_limit)
+    num_labels = max(len(getattr(e, "choices", ())) for e in examples) if config.model_task != "causal-lm" else 2
+    model, tokenizer = load_model(config.model, task=config.model_task, seed=config.seed, num_labels=num_labels)
+    adapter_options = dict(config.adapter_options)
+    if config.model_task == "sequence-classification":
+        adapter_options.setdefault("task_type", "SEQ_CLS")  # trains the new classifier head too
+    model = prepare(model, config.method, r=config.r, lora_alpha=config.lora_alpha,
+                    target_modules=config.target_modules, lora_dropout=config.lora_dropout, **adapter_options)
+    optimizer = make_optimizer(model, config.method, lr=config.lr, weight_decay=config.weight_decay,
+                               **config.optimizer_options)
+    rows = tokenize_examples(examples, tokenizer, config.model_task, config.max_length, config.loss_on)
+
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"), max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+        lr_scheduler_type=config.scheduler, warmup_steps=math.ceil(config.warmup_ratio * config.max_steps),
+        max_grad_norm=config.max_grad_norm, bf16=config.bf16, seed=config.seed, data_seed=config.seed,
+        save_strategy="steps", save_steps=config.save_steps, logging_steps=max(1, config.max_steps // 20),
+        report_to=[], disable_tqdm=not progress, remove_unused_columns=False, dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=rows, optimizers=(optimizer, None),
+                      data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id), callbacks=callbacks)
+    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
+    result = trainer.train(resume_from_checkpoint=last)
+    if trainer.is_world_process_zero():
+        model.save_pretrained(run_dir / "adapter")
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        metrics = {"train_loss": result.training_loss, "loss_history": losses, "steps": trainer.state.global_step,
+                   "train_runtime_s": result.metrics.get("train_runtime"), "num_labels": num_labels,
+                   "num_train_examples": len(rows), "resumed_from": last}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return run_dir

@@ -1,0 +1,30 @@
+"""Every notebook: a jupytext pair in sync, a papermill parameters cell, a file for each profile."""
+from pathlib import Path
+
+import jupytext
+import pytest
+
+NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+SOURCES = sorted(NOTEBOOKS.glob("[0-9]*.py"))
+PAIRS = sorted({p.stem for p in NOTEBOOKS.glob("[0-9]*.py")} | {p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb")})
+
+
+def cells(notebook):
+    return [(cell.cell_type, cell.source.strip()) for cell in notebook.cells]
+
+
+@pytest.mark.parametrize("stem", PAIRS)
+def test_pair_exists_and_is_in_sync(stem):
+    py, ipynb = NOTEBOOKS / f"{stem}.py", NOTEBOOKS / f"{stem}.ipynb"
+    assert py.exists() and ipynb.exists(), f"{stem}: both .py and .ipynb must exist (make sync)"
+    assert cells(jupytext.read(py)) == cells(jupytext.read(ipynb)), f"{stem}: .ipynb is out of sync (make sync)"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_parameters_cell_and_profiles(source):
+    notebook = jupytext.read(source)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{source.name}: needs exactly one cell tagged 'parameters'"
+    assert "figures_dir" in tagged[0].source
+    for profile in ("cpu", "paper"):
+        assert (NOTEBOOKS / "profiles" / profile / f"{source.stem}.yaml").exists()
