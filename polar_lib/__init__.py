@@ -3,8 +3,10 @@
 Importing the package registers the adapters' ``peft_type`` strings with PEFT, so that stock
 ``get_peft_model``, ``save_pretrained`` and ``PeftModel.from_pretrained`` handle them.
 """
-from .adapters import PolarConfig, load_original_polar
-from .optim import create_landing_optimizer
+from .adapters import PolarConfig, StellaConfig, TopLoraConfig, load_original_polar
+from .methods import METHODS, make_optimizer, prepare
+from .optim import create_adaprelora_optimizer, create_landing_optimizer, create_stella_optimizer
 
 __version__ = "0.1.0"
-__all__ = ["PolarConfig", "load_original_polar", "create_landing_optimizer"]
+__all__ = ["PolarConfig", "StellaConfig", "TopLoraConfig", "load_original_polar", "create_landing_optimizer",
+           "create_stella_optimizer", "create_adaprelora_optimizer", "METHODS", "prepare", "make_optimizer"]

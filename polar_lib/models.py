@@ -131,6 +131,8 @@ def load_model(name_or_path: str, task: str = "causal-lm", *, num_labels: int = 
         folder = model_folder(name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = TASKS[task].from_pretrained(folder, dtype=dtype, **kwargs)
+    if tokenizer.eos_token is None:  # BERT-style tokenizers (the tiny models) end sequences with [SEP]
+        tokenizer.eos_token = tokenizer.sep_token
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
