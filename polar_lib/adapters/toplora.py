@@ -1,0 +1,129 @@
+"""TopLoRA: LoRA with token-wise gates between A and B, y = W0 x + s · B((A x) ⊙ λ(x)).
+
+TopLoRA (arXiv 2510.23123; methods.md §4). Per token x ∈ Rⁿ the gate is
+λ(x) = exp(RMSNorm(x Θ)) ∈ R^r_{>0}, with Θ ∈ R^{n×r} and an RMSNorm over the token's r entries
+with gain γ ∈ R^r and eps = the dtype's machine epsilon. The gate reads x before dropout. So
+ΔW_x = s · B diag(λ(x)) A depends on the token: the adapter cannot be merged into W0 or exported
+as plain LoRA, and both raise an error saying so.
+
+PEFT names: A = ``lora_A`` (PEFT's Kaiming init), B = ``lora_B`` (0 at init, so ΔW₀ = 0), and
+``lora_lambda[adapter]``, a ``TokenGate`` with ``weight`` = Θᵀ (r×n,
+stored and initialised like ``nn.Linear(n, r).weight``) and ``gain`` = γ (1 at init). All are
+trained with plain AdamW.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig
+from peft.tuners.lora.layer import Linear, LoraVariant
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from ._peft import check_linear, check_rank, register_lora_method
+
+PEFT_TYPE = "TOPLORA"
+TOPLORA_INITS = (True, False, "gaussian")
+NOT_MERGEABLE = ("TopLoRA's update ΔW_x = s·B diag(λ(x)) A depends on the token x through the gate "
+                 "λ(x) = exp(RMSNorm(xΘ)), so no single weight matrix reproduces it")
+
+
+class TokenGate(nn.Module):
+    """x (..., n) ↦ λ(x) = exp(RMSNorm(x Θ)) (..., r), with ``weight`` = Θᵀ (r×n) and ``gain`` = γ (r)."""
+
+    def __init__(self, in_features: int, r: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(r, in_features))
+        self.gain = nn.Parameter(torch.ones(r))
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Linear(n, r)'s law: U(±1/√n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.linear(x, self.weight)
+        return torch.exp(F.rms_norm(h, (h.shape[-1],), self.gain, eps=None))  # eps=None: finfo(dtype).eps
+
+
+class TopLoraVariant(LoraVariant):
+    """PEFT's variant hook for TopLoRA: the gated forward; merging and conversion raise."""
+
+    def supports_lora_conversion(self) -> bool:
+        raise ValueError(f"TopLoRA cannot be converted to plain LoRA (save_as_lora): {NOT_MERGEABLE}.")
+
+    @staticmethod
+    def init(module, adapter_name, **kwargs):
+        pass
+
+    @staticmethod
+    def merge_safe(module, active_adapter, orig_weight):
+        raise ValueError(f"TopLoRA cannot be merged: {NOT_MERGEABLE}. Keep the adapter unmerged.")
+
+    @staticmethod
+    def merge_unsafe(module, active_adapter, orig_weight):
+        raise ValueError(f"TopLoRA cannot be merged: {NOT_MERGEABLE}. Keep the adapter unmerged.")
+
+    @staticmethod
+    def unmerge(module, active_adapter, orig_weight):
+        raise ValueError(f"TopLoRA cannot be unmerged (it is never merged): {NOT_MERGEABLE}.")
+
+    @staticmethod
+    def forward(module, active_adapter, x, result, **kwargs):
+        gate = module.lora_lambda[active_adapter](x)  # from x before dropout
+        h = module.lora_A[active_adapter](module.lora_dropout[active_adapter](x)) * gate
+        return result + module.lora_B[active_adapter](h) * module.scaling[active_adapter]
+
+
+@dataclass
+class TopLoraConfig(LoraConfig):
+    """A ``LoraConfig`` for TopLoRA (``peft_type="TOPLORA"``).
+
+    init_lora_weights: ``True`` (default; PEFT's: A Kaiming-uniform, B = 0, so ΔW₀ = 0), ``"gaussian"``
+        (A ~ N(0, 1/r²), B = 0) or ``False`` (nn.Linear defaults for A and B: ΔW₀ ≠ 0). Θ and γ are
+        initialised as an ``nn.Linear(n, r)`` weight and 1 in every case.
+    """
+
+    def __post_init__(self):
+        if self.init_lora_weights not in TOPLORA_INITS:
+            raise ValueError(f"init_lora_weights must be one of {TOPLORA_INITS} for TopLoRA, got {self.init_lora_weights!r}")
+        if self.use_dora:
+            raise ValueError("use_dora=True is not supported by TopLoRA (allowed: False)")
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
+            raise ValueError(f"r must be a positive integer, got {self.r!r}")
+        super().__post_init__()
+        self.peft_type = PEFT_TYPE
+        self._register_custom_module({nn.Module: TopLoraLinear})
+
+
+class TopLoraLinear(Linear):
+    """An ``nn.Linear`` with TopLoRA adapters: y = W0 x + s · B((A dropout(x)) ⊙ exp(RMSNorm(x Θ)))."""
+
+    adapter_layer_names = Linear.adapter_layer_names + ("lora_lambda",)
+    method = "TopLoRA"
+    token_dependent_delta = True  # ΔW depends on the input: no dense ΔW (stable rank, merge, export)
+
+    def __init__(self, base_layer, adapter_name, config, **kwargs):
+        base = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
+        check_linear(base, self.method)
+        super().__init__(base_layer, adapter_name, config=config, **kwargs)
+
+    def update_layer(self, adapter_name, r, lora_alpha, config, **kwargs):
+        check_rank(r, self.get_base_layer())
+        if "lora_lambda" not in self._modules:  # PEFT's Linear.__init__ calls update_layer before ours could run
+            self.lora_lambda = nn.ModuleDict()
+        self.lora_lambda[adapter_name] = TokenGate(self.in_features, r)
+        super().update_layer(adapter_name, r, lora_alpha, config=config, **kwargs)
+
+    def resolve_lora_variant(self, *, config, **kwargs):
+        return TopLoraVariant()
+
+    def get_delta_weight(self, adapter):
+        raise ValueError(f"TopLoRA has no delta weight: {NOT_MERGEABLE}.")
+
+    def supports_lora_conversion(self, adapter_name: str = "default") -> bool:
+        raise ValueError(f"TopLoRA cannot be converted to plain LoRA (save_as_lora): {NOT_MERGEABLE}.")
+
+    def __repr__(self) -> str:
+        return "toplora." + super().__repr__().removeprefix("lora.")
+
+
+register_lora_method(PEFT_TYPE, TopLoraConfig)

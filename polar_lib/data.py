@@ -1,0 +1,352 @@
+"""The commonsense and math benchmarks as repackaged by LLM-Adapters, parsed into plain examples.
+
+``load_task(name, split)`` returns a list of
+
+- ``MultipleChoiceExample(question, choices, label)`` for BoolQ, PIQA, SIQA, WinoGrande, ARC-e/c,
+  OpenBookQA and AQuA (whose answer is one of five lettered options), and
+- ``MathExample(question, answer)`` for GSM8K, AddSub, MultiArith, SVAMP and SingleEq;
+
+the math training mix ``math_train`` holds both. Every record is parsed by one of two functions,
+``parse_multiple_choice`` and ``parse_math``. The tasks, their files, splits and metric conventions
+are listed in ``data/tasks.yaml``; each file's public source and sha256 in ``data/sources.csv``.
+
+Where the data comes from (``data_dir``), in this order: an explicit argument, ``$POLAR_DATA``,
+``../shared/data`` beside the checkout, else the cache ``<cache_dir()>/data`` (see
+``polar_lib.models.cache_dir``) into which each file is downloaded from its source on first use and
+checked against its recorded sha256.
+
+A model sees an example as ``format_prompt(example)`` followed by ``" " + answer_text(example)``:
+training targets and evaluation continuations are built from these two functions only.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from .models import cache_dir
+
+REGISTRY_DIR = Path(__file__).resolve().parents[1] / "data"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+KINDS = ("multiple_choice", "math", "mixed")
+
+# Leading boilerplate of the LLM-Adapters instructions, removed from the question.
+INSTRUCTION_PREFIXES = (
+    "Please answer the following question with true or false, question:",
+    "Please choose the correct answer to fill in the blank to complete the given sentence:",
+    "Please choose the correct answer to the question:",
+    "Please choose the correct solution to the question:",
+)
+ANSWER_FORMAT = "Answer format:"  # "Answer format: answer1/answer2/answer3" ends commonsense records
+LETTERED = "Answer Choices:"  # AQuA: "... Answer Choices: (A) 60 m (B) 61 m ... (E) 64 m"
+LETTERS = "ABCDE"
+
+
+class DataError(ValueError):
+    """A record (or file) that does not have the expected format."""
+
+
+@dataclass(frozen=True)
+class MultipleChoiceExample:
+    question: str
+    choices: tuple[str, ...]
+    label: int  # index of the correct choice
+
+    def __post_init__(self):
+        if len(self.choices) < 2:
+            raise DataError(f"a multiple-choice example needs at least 2 choices, got {self.choices!r}")
+        if not 0 <= self.label < len(self.choices):
+            raise DataError(f"label {self.label} out of range for {len(self.choices)} choices")
+
+
+@dataclass(frozen=True)
+class MathExample:
+    question: str
+    answer: float
+
+    def __post_init__(self):
+        if not math.isfinite(self.answer):
+            raise DataError(f"math answer must be finite, got {self.answer!r}")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One entry of ``data/tasks.yaml``."""
+
+    name: str
+    title: str
+    kind: str
+    files: dict  # split -> path relative to the data directory
+    metric: str | None
+    hub: dict | None  # {"path": ..., "name": ...} of lm-eval's stock task, or None
+    lm_eval_task: str | None
+    choices: tuple[int, int] | None = None  # (min, max) options per multiple-choice record
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.files)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One row of ``data/sources.csv``."""
+
+    path: str
+    url: str
+    sha256: str
+    records: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+
+
+def _load_tasks() -> dict[str, Task]:
+    entries = yaml.safe_load((REGISTRY_DIR / "tasks.yaml").read_text())
+    tasks = {}
+    for name, entry in entries.items():
+        entry = dict(entry)
+        if entry["kind"] not in KINDS:
+            raise DataError(f"data/tasks.yaml: task {name!r} has kind {entry['kind']!r}; allowed: {KINDS}")
+        if entry.get("choices") is not None:
+            entry["choices"] = tuple(entry["choices"])
+        tasks[name] = Task(name=name, **entry)
+    return tasks
+
+
+TASKS: dict[str, Task] = _load_tasks()
+
+
+def task_names() -> tuple[str, ...]:
+    return tuple(TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The registry entry of task ``name``; ``ValueError`` listing the known names otherwise."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+@lru_cache(maxsize=None)
+def sources() -> dict[str, Source]:
+    """``data/sources.csv`` by relative path: each file's public URL, sha256 and record count."""
+    with open(REGISTRY_DIR / "sources.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(line for line in handle if not line.startswith("#"))]
+    return {row["path"]: Source(row["path"], row["url"], row["sha256"], int(row["records"])) for row in rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the files are
+
+
+def download_dir() -> Path:
+    """The cache the files are downloaded into when no data directory is found."""
+    return cache_dir() / "data"
+
+
+def _resolve(path: str | Path | None) -> tuple[Path, bool]:
+    """The data directory and whether missing files may be downloaded into it."""
+    for origin, candidate in (("data_dir argument", path), ("$POLAR_DATA", os.environ.get("POLAR_DATA") or None)):
+        if candidate is not None:
+            candidate = Path(candidate).expanduser()
+            if not candidate.is_dir():
+                raise FileNotFoundError(f"data directory {candidate} (from the {origin}) does not exist")
+            return candidate, False
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA, False
+    return download_dir(), True
+
+
+def data_dir(path: str | Path | None = None) -> Path:
+    """The data directory: ``path``, else ``$POLAR_DATA``, else ``../shared/data`` beside the
+    checkout, else the download cache ``download_dir()``."""
+    return _resolve(path)[0]
+
+
+def download(relative_path: str, target_dir: str | Path) -> Path:
+    """Fetch one file of ``data/sources.csv`` into ``target_dir``, verifying its sha256.
+
+    Written atomically: a file in the cache has always passed its checksum.
+    """
+    if relative_path not in sources():
+        raise FileNotFoundError(f"{relative_path} is not listed in data/sources.csv; cannot download it")
+    source = sources()[relative_path]
+    target = Path(target_dir) / relative_path
+    try:
+        with urllib.request.urlopen(source.url) as response:
+            payload = response.read()
+    except OSError as error:
+        raise ConnectionError(f"cannot download {relative_path} from {source.url} ({error}); without internet, "
+                              "pass data_dir= or set $POLAR_DATA to a folder holding the files") from error
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != source.sha256:
+        raise DataError(f"checksum mismatch for {relative_path} downloaded from {source.url}: "
+                        f"sha256 {digest}, expected {source.sha256} (data/sources.csv); nothing was saved")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=target.name, suffix=".part", delete=False) as part:
+        part.write(payload)
+    os.replace(part.name, target)
+    return target
+
+
+def task_file(name: str, split: str = "test", data_dir: str | Path | None = None) -> Path:
+    """The file holding ``split`` of task ``name`` (downloaded first when the cache is in use)."""
+    task = get_task(name)
+    if split not in task.files:
+        raise ValueError(f"task {name!r} has no split {split!r}; its splits: {', '.join(task.splits)}")
+    directory, downloadable = _resolve(data_dir)
+    path = directory / task.files[split]
+    if not path.is_file():
+        if not downloadable:
+            raise FileNotFoundError(f"data file {path} not found (task {name!r}, split {split!r})")
+        download(task.files[split], directory)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing: one parser per kind
+
+
+def _fields(record) -> tuple[str, str]:
+    if not isinstance(record, dict):
+        raise DataError(f"a record must be a JSON object, got {type(record).__name__}")
+    for key in ("instruction", "answer"):
+        if not isinstance(record.get(key), str):
+            raise DataError(f"record has no string field {key!r}")
+    return record["instruction"], record["answer"].strip()
+
+
+def _question(text: str) -> str:
+    text = text.strip()
+    for prefix in INSTRUCTION_PREFIXES:
+        if text.startswith(prefix):
+            text = text[len(prefix):].strip()
+            break
+    if not text:
+        raise DataError("empty question")
+    return text
+
+
+def _split_options(text: str, markers: list[str]) -> tuple[str, list[str]]:
+    """Cut ``text`` at each marker in turn: what precedes the first, and the text after each."""
+    positions = []
+    start = 0
+    for marker in markers:
+        position = text.find(marker, start)
+        if position < 0:
+            raise DataError(f"option marker {marker!r} not found")
+        positions.append(position)
+        start = position + len(marker)
+    ends = positions[1:] + [len(text)]
+    choices = [text[p + len(m):end].strip() for p, m, end in zip(positions, markers, ends)]
+    if not all(choices):
+        raise DataError(f"empty option in {choices!r}")
+    return text[:positions[0]], choices
+
+
+def parse_multiple_choice(record: dict) -> MultipleChoiceExample:
+    """(question, choices, label) of one LLM-Adapters multiple-choice record.
+
+    The options sit in ``instruction``: ``Answer1: …``, ``Option1: …``, ``Solution1: …`` (named by its
+    closing ``Answer format: answer1/answer2/…``), ``Answer format: true/false`` (BoolQ; choices
+    ``("true", "false")``), or AQuA's ``Answer Choices: (A) … (E) …``; ``answer`` names the right one
+    (``answer2``, ``true``, ``C``, ...). The question is the instruction without its leading
+    boilerplate ("Please choose the correct answer to the question:"), options and answer format.
+    """
+    instruction, answer = _fields(record)
+    if LETTERED in instruction:
+        head, _, options = instruction.rpartition(LETTERED)
+        names = list(LETTERS)
+        _, choices = _split_options(options, [f"({letter})" for letter in names])
+        answer = answer.upper()
+    else:
+        head, found, answer_format = instruction.rpartition(ANSWER_FORMAT)
+        if not found:
+            raise DataError(f"no options: the instruction has neither {ANSWER_FORMAT!r} nor {LETTERED!r}")
+        names = [name.strip().lower() for name in answer_format.split("/")]
+        if names == ["true", "false"]:
+            choices = names
+        else:
+            word = names[0][:-1]
+            if not word.isalpha() or names != [f"{word}{i}" for i in range(1, len(names) + 1)]:
+                raise DataError(f"unrecognised answer format {answer_format.strip()!r}")
+            head, choices = _split_options(head, [f"{word.capitalize()}{i}:" for i in range(1, len(names) + 1)])
+        answer = answer.lower()
+    if answer not in names:
+        raise DataError(f"answer {record['answer']!r} is none of {names}")
+    return MultipleChoiceExample(_question(head), tuple(choices), names.index(answer))
+
+
+def parse_math(record: dict) -> MathExample:
+    """(question, numeric answer) of one LLM-Adapters math record; the answer must be a finite number."""
+    instruction, answer = _fields(record)
+    try:
+        value = float(answer)
+    except ValueError:
+        raise DataError(f"math answer {record['answer']!r} is not a number") from None
+    return MathExample(_question(instruction), value)
+
+
+def _parse_mixed(record: dict) -> MultipleChoiceExample | MathExample:
+    instruction, _ = _fields(record)
+    return parse_multiple_choice(record) if LETTERED in instruction else parse_math(record)
+
+
+PARSERS = {"multiple_choice": parse_multiple_choice, "math": parse_math, "mixed": _parse_mixed}
+
+
+def load_task(name: str, split: str = "test", data_dir: str | Path | None = None,
+              limit: int | None = None) -> list[MultipleChoiceExample | MathExample]:
+    """The examples of ``split`` of task ``name`` (the first ``limit`` of them when given), in file order.
+
+    A missing file raises ``FileNotFoundError``; a malformed record ``DataError`` (a ``ValueError``)
+    naming the file and the record's index.
+    """
+    path = task_file(name, split, data_dir)
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+    parse = PARSERS[get_task(name).kind]
+    examples = []
+    for index, record in enumerate(records[:limit] if limit is not None else records):
+        try:
+            examples.append(parse(record))
+        except DataError as error:
+            raise DataError(f"{path}: record {index}: {error}") from error
+    return examples
+
+
+# ---------------------------------------------------------------------------------------------
+# What the model sees
+
+
+def format_prompt(example: MultipleChoiceExample | MathExample) -> str:
+    """The prompt of an example, ``"Question: <question>\\nAnswer:"``; the model continues it with
+    ``" " + answer_text(example)`` (or, when scoring a multiple-choice example, ``" " + choice``)."""
+    return f"Question: {example.question}\nAnswer:"
+
+
+def format_number(value: float) -> str:
+    """A math answer as text: ``4.0`` -> ``"4"``, ``9.8`` -> ``"9.8"``."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def answer_text(example: MultipleChoiceExample | MathExample) -> str:
+    """The correct answer as the model should write it: the right choice's text, or the number."""
+    if isinstance(example, MultipleChoiceExample):
+        return example.choices[example.label]
+    return format_number(example.answer)

@@ -1,0 +1,293 @@
+"""StelLA on stock PEFT: the forward formula, inits, merge, save/load, export, the Riemannian optimizer, errors."""
+import json
+
+import pytest
+import torch
+from peft import PeftModel, get_peft_model, save_as_lora
+from torch import nn
+
+from polar_lib.adapters.stella import StellaConfig, StellaLinear
+from polar_lib.geometry import orthogonality_error, polar_retraction, project_tangent, random_stiefel
+from polar_lib.models import load_model
+from polar_lib.optim.stella import create_stella_optimizer, exp_map_retraction
+
+from .conftest import run_fresh_process
+
+TARGETS = ["q_proj", "v_proj", "down_proj"]  # U/V rows 64, 32 (k/v heads), 64/128: every grad-scaling case
+
+
+def stella_model(dtype=torch.float32, diag_s=True, seed=0, **kw):
+    model, _ = load_model("tiny-llama", dtype=dtype)
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, StellaConfig(r=4, lora_alpha=8, target_modules=TARGETS, diag_s=diag_s, **kw))
+    randomise_s(peft_model, seed)
+    return peft_model
+
+
+def randomise_s(model, seed=0):
+    """S = I at init; tests use a generic S."""
+    g = torch.Generator().manual_seed(seed)
+    for layer in stella_layers(model):
+        for core in layer.lora_S.values():
+            core.weight.data = core.weight.data + 0.5 * torch.randn(core.weight.shape, generator=g, dtype=core.weight.dtype)
+
+
+def stella_layers(model):
+    return [m for m in model.modules() if isinstance(m, StellaLinear)]
+
+
+def factors(layer, adapter="default"):
+    """(U, V) as tall matrices."""
+    return layer.lora_B[adapter].weight, layer.lora_A[adapter].weight.T
+
+
+def train(model, optimizer, batch, steps):
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(batch, labels=batch).loss.backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("diag_s", [True, False])
+def test_forward_equals_formula(diag_s):
+    model = stella_model(torch.float64, diag_s=diag_s)
+    layer = stella_layers(model)[0]
+    x = torch.randn(3, 5, layer.in_features, dtype=torch.float64)
+    W0 = layer.get_base_layer().weight
+    U, V = factors(layer)
+    S = layer.lora_S["default"].weight
+    assert S.shape == ((4,) if diag_s else (4, 4))
+    S = torch.diag(S) if diag_s else S
+    expected = x @ W0.T + (8 / 4) * x @ (U @ S @ V.T).T
+    assert torch.allclose(layer(x), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("diag_s", [True, False])
+def test_init_is_orthonormal_with_identity_core(diag_s):
+    model, _ = load_model("tiny-llama")
+    model = get_peft_model(model, StellaConfig(r=4, target_modules=TARGETS, diag_s=diag_s, use_rslora=True))
+    for layer in stella_layers(model):
+        U, V = factors(layer)
+        assert orthogonality_error(U) < 1e-5 and orthogonality_error(V) < 1e-5
+        S = layer.lora_S["default"].weight
+        assert torch.equal(S, torch.ones(4) if diag_s else torch.eye(4))
+        # ΔW₀ = s·UVᵀ ≠ 0 (faithful to the original); rsLoRA honoured: s = α/√r
+        assert torch.allclose(layer.get_delta_weight("default"), (8 / 2) * U @ V.T, atol=1e-6)
+
+
+@pytest.mark.parametrize("init", ["svd_major", "svd_minor"])
+def test_svd_inits_take_singular_vectors_of_w0(init):
+    model, _ = load_model("tiny-llama", dtype=torch.float64)
+    model = get_peft_model(model, StellaConfig(r=4, target_modules=TARGETS, init_lora_weights=init))
+    for layer in stella_layers(model):
+        P, _, Qh = torch.linalg.svd(layer.get_base_layer().weight, full_matrices=False)
+        cols = slice(0, 4) if init == "svd_major" else slice(P.shape[1] - 4, P.shape[1])
+        U, V = factors(layer)
+        assert torch.allclose(U, P[:, cols], atol=1e-12) and torch.allclose(V, Qh[cols].T, atol=1e-12)
+
+
+def test_merge_equals_unmerged_and_unmerge_restores(token_batch):
+    model = stella_model(diag_s=False)
+    W0 = stella_layers(model)[0].get_base_layer().weight.detach().clone()
+    with torch.no_grad():
+        unmerged = model(token_batch).logits
+        model.merge_adapter()
+        merged = model(token_batch).logits
+        model.unmerge_adapter()
+    assert torch.allclose(merged, unmerged, atol=1e-5)
+    assert torch.allclose(stella_layers(model)[0].get_base_layer().weight, W0, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(model.merge_and_unload()(token_batch).logits, unmerged, atol=1e-5)
+
+
+@pytest.mark.parametrize("diag_s", [True, False])
+def test_save_as_lora_reproduces_logits(tmp_path, token_batch, diag_s):
+    model = stella_model(diag_s=diag_s)
+    with torch.no_grad():
+        expected = model(token_batch).logits
+    save_as_lora(tmp_path / "lora", model, rank=4)
+    assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    base, _ = load_model("tiny-llama")
+    lora = PeftModel.from_pretrained(base, tmp_path / "lora")
+    with torch.no_grad():
+        assert torch.allclose(lora(token_batch).logits, expected, atol=1e-5)
+
+
+def test_save_and_stock_load_in_fresh_process(tmp_path, token_batch):
+    expected = {"x": token_batch}
+    for diag_s in (True, False):
+        model = stella_model(diag_s=diag_s, seed=int(diag_s))
+        train(model, create_stella_optimizer(model, lr=1e-2), token_batch, 2)  # trained U, V, S
+        model.save_pretrained(tmp_path / f"diag_{diag_s}")
+        with torch.no_grad():
+            expected[diag_s] = model(token_batch).logits
+        config = json.loads((tmp_path / f"diag_{diag_s}" / "adapter_config.json").read_text())
+        assert config["peft_type"] == "STELLA" and config["diag_s"] is diag_s
+    torch.save(expected, tmp_path / "expected.pt")
+    out = run_fresh_process(f"""
+        import torch
+        import polar_lib.adapters.stella
+        from peft import PeftModel
+        from polar_lib.models import load_model
+        expected = torch.load("{tmp_path / 'expected.pt'}")
+        for diag_s in (True, False):
+            base, _ = load_model("tiny-llama")
+            model = PeftModel.from_pretrained(base, "{tmp_path}/diag_" + str(diag_s))
+            layer = model.base_model.model.model.layers[0].self_attn.q_proj
+            with torch.no_grad():
+                print(torch.equal(model(expected["x"]).logits, expected[diag_s]), type(layer).__name__,
+                      tuple(layer.lora_S["default"].weight.shape))
+    """)
+    assert out.split("\n")[:2] == ["True StellaLinear (4,)", "True StellaLinear (4, 4)"]
+
+
+def test_retraction_is_polar_factor_of_its_argument():
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    g = torch.Generator().manual_seed(0)
+    for device in devices:
+        Y = torch.randn(2, 40, 6, generator=g, dtype=torch.float64).to(device)
+        evals, evecs = torch.linalg.eigh(Y.mT @ Y)
+        inv_sqrt = evecs @ torch.diag_embed(evals.rsqrt()) @ evecs.mT
+        assert torch.allclose(polar_retraction(Y), Y @ inv_sqrt, atol=1e-12)  # P Qᵀ = Y (YᵀY)^{-1/2}
+
+
+def test_tangent_projection_and_exp_map():
+    g = torch.Generator().manual_seed(1)
+    X = random_stiefel(30, 5, generator=g)
+    D = project_tangent(X, torch.randn(30, 5, generator=g, dtype=torch.float64))
+    assert torch.allclose(X.T @ D + D.T @ X, torch.zeros(5, 5, dtype=torch.float64), atol=1e-12)  # XᵀΔ + ΔᵀX = 0
+    assert orthogonality_error(exp_map_retraction(X, D)) < 1e-12
+    t = 1e-7  # a retraction: R(X, 0) = X and dR/dt = D at t = 0
+    assert torch.allclose((exp_map_retraction(X, t * D) - X) / t, D, atol=1e-5)
+    assert torch.allclose(exp_map_retraction(X, 0 * D), X, atol=1e-12)
+
+
+@pytest.mark.parametrize("diag_s,retraction", [(True, "polar"), (False, "exp_map")])
+def test_factors_stay_orthonormal_after_many_steps(token_batch, retraction, diag_s):
+    model = stella_model(torch.float64, diag_s=diag_s)
+    for layer in stella_layers(model):  # the init is orthonormal to fp32 precision only; exp_map keeps such errors
+        U, V = factors(layer)
+        U.data, layer.lora_A["default"].weight.data = polar_retraction(U.data), polar_retraction(V.data).T
+    train(model, create_stella_optimizer(model, lr=5e-2, retraction=retraction), token_batch, 15)
+    for layer in stella_layers(model):
+        U, V = factors(layer)
+        assert orthogonality_error(U) < 1e-6 and orthogonality_error(V) < 1e-6
+
+
+def test_fp32_factors_stay_orthonormal(token_batch):
+    model = stella_model()
+    train(model, create_stella_optimizer(model, lr=5e-2), token_batch, 15)
+    errors = [orthogonality_error(X).item() for layer in stella_layers(model) for X in factors(layer)]
+    assert max(errors) < 1e-5  # fp32 SVD: measured ≈ 1e-6 after 15 steps
+
+
+def test_sgd_step_equals_the_formula(token_batch):
+    """Pre-step gradient G − XGᵀX; then Δ = −lr·grad, Δ·√(c/h), projection, polar retraction; S Euclidean."""
+    model, lr = stella_model(torch.float64), 0.1
+    optimizer = create_stella_optimizer(model, torch.optim.SGD, lr=lr)
+    assert optimizer.stella_scaling_size == 64
+    model(token_batch, labels=token_batch).loss.backward()
+    expected, rows_seen = [], set()
+    for layer in stella_layers(model):
+        for weight, transposed in ((layer.lora_B["default"].weight, False), (layer.lora_A["default"].weight, True)):
+            X = (weight.T if transposed else weight).detach().clone()
+            G = (weight.grad.T if transposed else weight.grad).clone()
+            rgrad = G - X @ G.T @ X
+            D = project_tangent(X, -lr * rgrad * (64 / X.shape[0]) ** 0.5)
+            new = polar_retraction(X + D)
+            expected.append((weight, transposed, rgrad, new))
+            rows_seen.add(X.shape[0])
+        S = layer.lora_S["default"].weight
+        expected.append((S, False, S.grad.clone(), S - lr * S.grad))
+    assert rows_seen == {32, 64, 128}
+    optimizer.step()
+    for weight, transposed, grad, new in expected:
+        assert torch.allclose(weight.grad.T if transposed else weight.grad, grad, atol=1e-12)  # converted gradient
+        assert torch.allclose(weight.T if transposed else weight, new, atol=1e-12)
+
+
+def test_no_weight_decay_reaches_u_and_v(token_batch):
+    runs = {}
+    for wd in (0.0, 0.5):
+        model = stella_model()
+        optimizer = create_stella_optimizer(model, lr=1e-2, weight_decay=wd)
+        train(model, optimizer, token_batch, 1)  # one step: U, V see the same gradient in both runs
+        runs[wd] = model
+    factor_ids = {id(p) for layer in stella_layers(runs[0.5]) for p in (layer.lora_A["default"].weight, layer.lora_B["default"].weight)}
+    for group in optimizer.param_groups:
+        assert group["weight_decay"] == (0.0 if {id(p) for p in group["params"]} <= factor_ids else 0.5)
+    for plain, decayed in zip(stella_layers(runs[0.0]), stella_layers(runs[0.5])):
+        for name in ("lora_A", "lora_B"):
+            assert torch.equal(getattr(plain, name)["default"].weight, getattr(decayed, name)["default"].weight)
+        assert not torch.equal(plain.lora_S["default"].weight, decayed.lora_S["default"].weight)
+
+
+def test_grad_scaling_options():
+    model = stella_model()
+    assert create_stella_optimizer(model, lr=1e-3).stella_scaling_size == 64  # 'auto' finds hidden_size
+    assert create_stella_optimizer(model, lr=1e-3, grad_scaling=True).stella_scaling_size == 64
+    assert create_stella_optimizer(model, lr=1e-3, grad_scaling=False).stella_scaling_size is None
+    assert create_stella_optimizer(model, lr=1e-3, grad_scaling=4096).stella_scaling_size == 4096.0
+    no_config = get_peft_model(nn.Sequential(nn.Linear(8, 8)), StellaConfig(r=2, target_modules=["0"]))
+    with pytest.warns(UserWarning, match="no hidden_size, so grad scaling is off"):
+        assert create_stella_optimizer(no_config, lr=1e-3).stella_scaling_size is None
+    with pytest.raises(ValueError, match="grad_scaling=True needs the model's hidden size"):
+        create_stella_optimizer(no_config, lr=1e-3, grad_scaling=True)
+    with pytest.raises(ValueError, match=r"grad_scaling must be 'auto', True, False or a positive number .* got -1"):
+        create_stella_optimizer(model, lr=1e-3, grad_scaling=-1)
+
+
+def test_optimizer_state_resumes(token_batch):
+    straight = stella_model()
+    train(straight, create_stella_optimizer(straight, lr=1e-2), token_batch, 4)
+    first = stella_model()
+    optimizer = create_stella_optimizer(first, lr=1e-2)
+    train(first, optimizer, token_batch, 2)
+    resumed = stella_model()
+    resumed.load_state_dict(first.state_dict())
+    resumed_optimizer = create_stella_optimizer(resumed, lr=1e-2)
+    resumed_optimizer.load_state_dict(optimizer.state_dict())
+    train(resumed, resumed_optimizer, token_batch, 2)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(r=0), "r must be a positive integer, got 0"),
+    (dict(diag_s="yes"), r"diag_s must be True \(diagonal S\) or False \(full r×r S\), got 'yes'"),
+    (dict(use_dora=True), r"use_dora=True is not supported by StelLA \(allowed: False\)"),
+    (dict(init_lora_weights="pissa"), r"init_lora_weights must be one of \(True, 'rando', 'svd_major', 'svd_minor'\) for StelLA, got 'pissa'"),
+    (dict(init_lora_weights=False), "init_lora_weights must be one of .* got False"),
+])
+def test_bad_config_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        StellaConfig(target_modules=TARGETS, **{"r": 4, **kwargs})
+
+
+def test_bad_targets_and_optimizer_arguments_raise():
+    model, _ = load_model("tiny-llama")
+    with pytest.raises(ValueError, match=r"r must satisfy 1 <= r <= min\(in_features, out_features\) = 64"):
+        get_peft_model(model, StellaConfig(r=65, target_modules=["q_proj"]))
+    model, _ = load_model("tiny-llama")
+    with pytest.raises(ValueError, match="StelLA supports target modules of type torch.nn.Linear only; got Embedding"):
+        get_peft_model(model, StellaConfig(r=4, target_modules=["embed_tokens"]))
+    model = stella_model()
+    with pytest.raises(ValueError, match=r"retraction must be one of \('polar', 'exp_map'\), got 'qr'"):
+        create_stella_optimizer(model, lr=1e-3, retraction="qr")
+    with pytest.raises(ValueError, match=r"svd_driver must be one of \(None, 'gesvd', 'gesvdj', 'gesvda'\), got 'fast'"):
+        create_stella_optimizer(model, lr=1e-3, svd_driver="fast")
+    with pytest.raises(ValueError, match="no trainable StelLA layer"):
+        create_stella_optimizer(nn.Sequential(nn.Linear(4, 4)), lr=1e-3)
+
+
+def test_multiple_adapters_and_mixed_batch(token_batch):
+    model = stella_model()
+    model.add_adapter("second", StellaConfig(r=2, lora_alpha=4, target_modules=TARGETS, diag_s=False))
+    model.eval()
+    with torch.no_grad():
+        first = model(token_batch).logits
+        model.set_adapter("second")
+        second = model(token_batch).logits
+        mixed = model(token_batch, adapter_names=["default", "second"]).logits
+    assert not torch.allclose(first, second)
+    assert torch.allclose(mixed[0], first[0], atol=1e-6) and torch.allclose(mixed[1], second[1], atol=1e-6)

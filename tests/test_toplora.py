@@ -1,0 +1,181 @@
+"""TopLoRA on stock PEFT: the gated forward, per-token gates, no merge/export, save/load, mixed batches, errors."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from peft import get_peft_model, save_as_lora
+
+from polar_lib.adapters.toplora import TokenGate, TopLoraConfig, TopLoraLinear
+from polar_lib.models import load_model
+
+from .conftest import run_fresh_process
+
+TARGETS = ["q_proj", "v_proj", "down_proj"]
+
+
+def toplora_model(dtype=torch.float32, seed=0, r=4, **kw):
+    model, _ = load_model("tiny-llama", dtype=dtype)
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, TopLoraConfig(r=r, lora_alpha=2 * r, target_modules=TARGETS, **kw))
+    randomise_b(peft_model, seed)
+    return peft_model
+
+
+def randomise_b(model, seed=0, adapter="default"):
+    """B = 0 at init makes ΔW = 0; tests use B ≠ 0 (and a generic γ)."""
+    g = torch.Generator().manual_seed(seed)
+    for layer in toplora_layers(model):
+        B, gain = layer.lora_B[adapter].weight, layer.lora_lambda[adapter].gain
+        B.data = 0.1 * torch.randn(B.shape, generator=g, dtype=B.dtype)
+        gain.data = gain.data + 0.3 * torch.randn(gain.shape, generator=g, dtype=gain.dtype)
+
+
+def toplora_layers(model):
+    return [m for m in model.modules() if isinstance(m, TopLoraLinear)]
+
+
+def formula(layer, x, adapter="default"):
+    """y = W0x + s·B((A x) ⊙ exp(RMSNorm(xΘ))), RMSNorm(h) = γ ⊙ h / √(mean(h²) + eps)."""
+    W0 = layer.get_base_layer().weight
+    A, B = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+    Theta, gain = layer.lora_lambda[adapter].weight.T, layer.lora_lambda[adapter].gain
+    h = x @ Theta
+    gate = torch.exp(gain * h / torch.sqrt(h.pow(2).mean(-1, keepdim=True) + torch.finfo(x.dtype).eps))
+    return x @ W0.T + layer.scaling[adapter] * ((x @ A.T) * gate) @ B.T, gate
+
+
+def test_forward_equals_formula_and_gates_differ_per_token():
+    model = toplora_model(torch.float64)
+    layer = toplora_layers(model)[0]
+    x = torch.randn(3, 5, layer.in_features, dtype=torch.float64)
+    expected, gate = formula(layer, x)
+    assert torch.allclose(layer(x), expected, atol=1e-12)
+    assert torch.allclose(layer.lora_lambda["default"](x), gate, atol=1e-12)
+    # One token's gate differs from another's, so ΔW_x differs: no single ΔW reproduces the layer.
+    tokens = gate.reshape(-1, 4)
+    assert (tokens - tokens[0]).abs().amax(dim=1)[1:].min() > 1e-3
+    adapter = lambda v: layer(v) - v @ layer.get_base_layer().weight.T
+    x1, x2 = x[0, 0], x[0, 1]
+    assert not torch.allclose(adapter(x1 + x2), adapter(x1) + adapter(x2), atol=1e-6)  # not linear in x ...
+    assert torch.allclose(layer.lora_lambda["default"](3.0 * x), gate, atol=1e-10)  # ... but λ is scale-free
+
+
+def test_gate_reads_x_before_dropout():
+    model = toplora_model(torch.float64, lora_dropout=0.5)
+    model.train()
+    layer = toplora_layers(model)[0]
+    x = torch.randn(4, layer.in_features, dtype=torch.float64)
+    torch.manual_seed(3)
+    y = layer(x)
+    torch.manual_seed(3)
+    mask = F.dropout(torch.ones_like(x), p=0.5, training=True)
+    _, gate = formula(layer, x)
+    A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    expected = x @ layer.get_base_layer().weight.T + layer.scaling["default"] * (((x * mask) @ A.T) * gate) @ B.T
+    assert torch.allclose(y, expected, atol=1e-12)
+
+
+def test_init_and_parameters():
+    model, _ = load_model("tiny-llama")
+    model = get_peft_model(model, TopLoraConfig(r=4, target_modules=TARGETS))
+    for layer in toplora_layers(model):
+        gate = layer.lora_lambda["default"]
+        n = layer.in_features
+        assert isinstance(gate, TokenGate) and gate.weight.shape == (4, n)
+        assert gate.weight.abs().max() <= n**-0.5 and gate.weight.std() > 0.3 * n**-0.5  # U(±1/√n)
+        assert torch.equal(gate.gain, torch.ones(4))
+        assert layer.lora_B["default"].weight.abs().max() == 0  # ΔW₀ = 0
+        assert all(p.requires_grad for p in gate.parameters())
+        assert layer.token_dependent_delta is True
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lora = sum(4 * (l.in_features + l.out_features) for l in toplora_layers(model))
+    assert trainable == lora + sum(4 * l.in_features + 4 for l in toplora_layers(model))  # + nr + r per layer
+
+
+def test_adapters_stay_fp32_on_a_bf16_model(token_batch):
+    model = toplora_model(torch.bfloat16)
+    layer = toplora_layers(model)[0]
+    assert all(p.dtype == torch.float32 for p in layer.lora_lambda["default"].parameters())
+    assert model(token_batch).logits.dtype == torch.bfloat16
+
+
+def test_merge_and_save_as_lora_raise_with_the_reason(tmp_path, token_batch):
+    model = toplora_model()
+    with pytest.raises(ValueError, match="TopLoRA cannot be merged: .* depends on the token"):
+        model.merge_adapter()
+    with pytest.raises(ValueError, match="TopLoRA cannot be merged: .* depends on the token"):
+        model.merge_and_unload()
+    with pytest.raises(ValueError, match=r"cannot be converted to plain LoRA \(save_as_lora\): .* depends on the token"):
+        save_as_lora(tmp_path / "lora", model, rank=4)
+    with pytest.raises(ValueError, match="has no delta weight"):
+        toplora_layers(model)[0].get_delta_weight("default")
+    assert not toplora_layers(model)[0].merged
+
+
+def test_training_reaches_every_parameter(token_batch):
+    model = toplora_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(token_batch, labels=token_batch).loss.backward()
+    optimizer.step()
+    assert any("lora_lambda" in n for n in before)
+    assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_mixed_batch_and_second_adapter(tmp_path, token_batch):
+    model = toplora_model()
+    model.save_pretrained(tmp_path / "first")
+    model.load_adapter(tmp_path / "first", adapter_name="copy")  # keys carry no adapter name
+    model.add_adapter("second", TopLoraConfig(r=2, lora_alpha=4, target_modules=TARGETS))
+    randomise_b(model, seed=5, adapter="second")
+    model.eval()
+    with torch.no_grad():
+        first = model(token_batch).logits
+        model.set_adapter("copy")
+        copy = model(token_batch).logits
+        model.set_adapter("second")
+        second = model(token_batch).logits
+        mixed = model(token_batch, adapter_names=["default", "second"]).logits
+    assert torch.equal(first, copy)
+    assert not torch.allclose(first, second)
+    assert torch.allclose(mixed[0], first[0], atol=1e-6) and torch.allclose(mixed[1], second[1], atol=1e-6)
+
+
+def test_save_and_stock_load_in_fresh_process(tmp_path, token_batch):
+    model = toplora_model()
+    model.save_pretrained(tmp_path / "adapter")
+    with torch.no_grad():
+        torch.save({"x": token_batch, "logits": model(token_batch).logits}, tmp_path / "expected.pt")
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["peft_type"] == "TOPLORA"
+    out = run_fresh_process(f"""
+        import torch
+        import polar_lib.adapters.toplora
+        from peft import PeftModel
+        from polar_lib.models import load_model
+        base, _ = load_model("tiny-llama")
+        model = PeftModel.from_pretrained(base, "{tmp_path / 'adapter'}")
+        expected = torch.load("{tmp_path / 'expected.pt'}")
+        with torch.no_grad():
+            print(torch.equal(model(expected["x"]).logits, expected["logits"]), type(model.base_model.model.model.layers[0].self_attn.q_proj).__name__)
+    """)
+    assert out.split() == ["True", "TopLoraLinear"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(r=0), "r must be a positive integer, got 0"),
+    (dict(use_dora=True), r"use_dora=True is not supported by TopLoRA \(allowed: False\)"),
+    (dict(init_lora_weights="pissa"), r"init_lora_weights must be one of \(True, False, 'gaussian'\) for TopLoRA, got 'pissa'"),
+])
+def test_bad_config_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TopLoraConfig(target_modules=TARGETS, **{"r": 4, **kwargs})
+
+
+def test_bad_targets_raise():
+    model, _ = load_model("tiny-llama")
+    with pytest.raises(ValueError, match=r"r must satisfy 1 <= r <= min\(in_features, out_features\) = 64"):
+        get_peft_model(model, TopLoraConfig(r=65, target_modules=["q_proj"]))
+    model, _ = load_model("tiny-llama")
+    with pytest.raises(ValueError, match="TopLoRA supports target modules of type torch.nn.Linear only; got Embedding"):
+        get_peft_model(model, TopLoraConfig(r=4, target_modules=["embed_tokens"]))
