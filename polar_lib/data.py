@@ -340,6 +340,12 @@ def format_prompt(example: MultipleChoiceExample | MathExample) -> str:
     return f"Question: {example.question}\nAnswer:"
 
 
+def format_classifier_input(example: MultipleChoiceExample) -> str:
+    """What a sequence classifier (an encoder choosing a choice index) reads: the prompt followed by the
+    numbered choices, ``"Question: ...\nAnswer:\n(0) ...\n(1) ..."``, so that the index means something."""
+    return format_prompt(example) + "".join(f"\n({i}) {choice}" for i, choice in enumerate(example.choices))
+
+
 def format_number(value: float) -> str:
     """A math answer as text: ``4.0`` -> ``"4"``, ``9.8`` -> ``"9.8"``."""
     return str(int(value)) if value.is_integer() else repr(value)

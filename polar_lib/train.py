@@ -98,14 +98,16 @@ class RunConfig:
 
 def tokenize_examples(examples, tokenizer, model_task: str, max_length: int, loss_on: str) -> list[dict]:
     """Token ids (and labels) per example: prompt + " " + answer for causal LMs, with the prompt's
-    labels masked (-100) when ``loss_on == "answer"``; the prompt and the choice index for encoders."""
+    labels masked (-100) when ``loss_on == "answer"``; the prompt with its numbered choices and the
+    choice index for encoders."""
     rows = []
     for example in examples:
-        prompt = task_data.format_prompt(example)
         if model_task == "sequence-classification":
-            ids = tokenizer(prompt, truncation=True, max_length=max_length)["input_ids"]
+            text = task_data.format_classifier_input(example)
+            ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
             rows.append({"input_ids": ids, "labels": example.label})
             continue
+        prompt = task_data.format_prompt(example)
         prompt_ids = tokenizer(prompt)["input_ids"]
         ids = tokenizer(prompt + " " + task_data.answer_text(example))["input_ids"] + [tokenizer.eos_token_id]
         labels = list(ids)

@@ -1,5 +1,5 @@
 """The training path: reuse, resume, refusal to overwrite, DDP equivalence, the CLI."""
-import json
+import os
 import subprocess
 import sys
 
@@ -61,8 +61,9 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
         f"for method in {RIEMANNIAN!r}:\n"
         f"    train(RunConfig(method=method, max_steps=3, **{{**{TINY!r}, 'batch_size': 2}}),"
         f" run_dir=sys.argv[1] + '/ddp-' + method, progress=False)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", "29533", str(script), str(tmp_path)], capture_output=True, text=True)
+                             "--master_port", "29533", str(script), str(tmp_path)], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     for method in RIEMANNIAN:
         single, ddp = adapter(tmp_path / f"single-{method}"), adapter(tmp_path / f"ddp-{method}")

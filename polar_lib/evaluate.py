@@ -1,0 +1,287 @@
+"""Accuracy of a model or a finished run on the benchmark tasks, with stock lm-eval.
+
+Causal LMs are scored by lm-eval (``simple_evaluate`` on the in-memory model, a ``PeftModel``
+included) on task configs generated from ``polar_lib.data``:
+
+- multiple choice: log-likelihood of each continuation ``" " + choice`` after the context
+  ``format_prompt(example)`` — exactly the text the model was trained on; reported as ``acc`` or
+  ``acc_norm`` per the stock tasks' convention (the ``metric`` of ``data/tasks.yaml``);
+- math: lm-eval's ``generate_until`` (greedy, ``MATH_MAX_NEW_TOKENS`` tokens), the last number of the
+  output matched to the answer within ``MATH_RTOL`` relative (``exact_match``).
+
+With ``online=True`` lm-eval's stock tasks (``arc_easy``, ``boolq``, ...) are used instead; they
+download their data from the hub. Sequence classifiers (the encoders) are scored by the argmax of
+their logits over the test split.
+
+CLI: ``python -m polar_lib.evaluate --run <run_dir> [--tasks arc_easy,boolq] [--limit N]``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import data as task_data
+from .models import cache_dir
+
+MATH_MAX_NEW_TOKENS = 32
+MATH_RTOL = 1e-4
+COLUMNS = ["task", "metric", "accuracy", "stderr", "n"]
+NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
+
+
+def eval_task_names(online: bool = False) -> tuple[str, ...]:
+    """The tasks that can be evaluated: those with a test split (``online``: those with a stock lm-eval task)."""
+    return tuple(name for name, task in task_data.TASKS.items()
+                 if (task.lm_eval_task if online else "test" in task.files))
+
+
+def check_tasks(tasks: list[str], online: bool = False) -> list[str]:
+    """``tasks`` as a list, or ``ValueError`` naming a task that cannot be evaluated and the valid ones."""
+    valid = eval_task_names(online)
+    if not tasks:
+        raise ValueError(f"tasks: give at least one of {', '.join(valid)}")
+    for name in tasks:
+        if name not in valid:
+            where = "with a stock lm-eval task (online)" if online else "with a test split"
+            raise ValueError(f"tasks: cannot evaluate {name!r}; tasks {where}: {', '.join(valid)}")
+    return list(tasks)
+
+
+def last_number(text: str) -> float | None:
+    """The last number written in ``text`` (``"1,200"`` reads as 1200), or None."""
+    found = NUMBER.findall(text)
+    return float(found[-1].replace(",", "")) if found else None
+
+
+def math_correct(output: str, answer: float) -> bool:
+    """Whether the last number of ``output`` equals ``answer`` within ``MATH_RTOL`` relative."""
+    value = last_number(output)
+    return value is not None and math.isclose(value, answer, rel_tol=MATH_RTOL)
+
+
+def _score_math(doc: dict, results: list[str]) -> dict:
+    return {"exact_match": float(math_correct(results[0], doc["answer"]))}
+
+
+def _write_jsonl(records: list[dict], name: str) -> Path:
+    """Write ``records`` once to a content-addressed file in the cache; return its absolute path."""
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    path = (cache_dir() / "lm-eval-tasks" / f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:12]}.jsonl").resolve()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".part", delete=False) as part:
+            part.write(text)
+        os.replace(part.name, path)
+    return path
+
+
+def lm_eval_task_config(task: str, data_dir: str | Path | None = None, limit: int | None = None) -> dict:
+    """An lm-eval task config (a dict for ``simple_evaluate(tasks=[...])``) for the test split of ``task``.
+
+    The examples parsed by ``polar_lib.data`` are written as JSONL records ``{prompt, choices, label}``
+    (math: ``{prompt, answer}``) into the cache; the config reads them by absolute path.
+    Multiple choice scores ``" " + choice`` after ``prompt`` (``acc`` and ``acc_norm``); math
+    generates greedily and scores ``exact_match`` by ``math_correct``.
+    """
+    check_tasks([task])
+    examples = task_data.load_task(task, split="test", data_dir=data_dir, limit=limit)
+    config = {"task": task, "dataset_path": "json", "test_split": "test", "doc_to_text": "prompt"}
+    if task_data.get_task(task).kind == "math":
+        records = [{"prompt": task_data.format_prompt(e), "answer": e.answer} for e in examples]
+        config |= {"output_type": "generate_until", "doc_to_target": "answer", "process_results": _score_math,
+                   "generation_kwargs": {"until": ["\n\n", "\nQuestion:"], "max_gen_toks": MATH_MAX_NEW_TOKENS,
+                                         "do_sample": False},
+                   "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}]}
+    else:
+        records = [{"prompt": task_data.format_prompt(e), "choices": list(e.choices), "label": e.label}
+                   for e in examples]
+        config |= {"output_type": "multiple_choice", "doc_to_choice": "choices", "doc_to_target": "label",
+                   "target_delimiter": " ",
+                   "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
+                                   for m in ("acc", "acc_norm")]}
+    config["dataset_kwargs"] = {"data_files": {"test": str(_write_jsonl(records, task))}}
+    return config
+
+
+def hf_lm(model, tokenizer, batch_size: int = 8):
+    """lm-eval's ``HFLM`` around an in-memory model (on the model's own device).
+
+    A tokenizer that wraps text in special tokens (BERT's ``[CLS] … [SEP]``, used by the tiny test
+    models) is used without them: a trailing ``[SEP]`` would break lm-eval's split of
+    context and continuation tokens.
+    """
+    from lm_eval.models.huggingface import HFLM
+
+    wraps = tokenizer("a")["input_ids"][-1] in tokenizer.all_special_ids
+    options = {"add_bos_token": False, "prefix_token_id": tokenizer.cls_token_id} if wraps else {}
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, **options)
+
+
+def _is_classifier(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(base).__name__.endswith("ForSequenceClassification")
+
+
+@torch.no_grad()
+def _evaluate_classifier(model, tokenizer, tasks, limit, batch_size, data_dir) -> pd.DataFrame:
+    """Accuracy of a sequence classifier: argmax of its logits over each example's choices."""
+    model.eval()
+    max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    rows = []
+    for name in tasks:
+        examples = task_data.load_task(name, split="test", data_dir=data_dir, limit=limit)
+        hits = []
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start:start + batch_size]
+            inputs = tokenizer([task_data.format_classifier_input(e) for e in batch], padding=True, truncation=True,
+                               max_length=max_length, return_tensors="pt").to(model.device)
+            logits = model(**inputs).logits
+            hits += [int(row[:len(e.choices)].argmax()) == e.label for row, e in zip(logits, batch)]
+        n, accuracy = len(hits), sum(hits) / len(hits)
+        stderr = math.sqrt(accuracy * (1 - accuracy) / (n - 1)) if n > 1 else float("nan")
+        rows.append({"task": name, "metric": "acc", "accuracy": accuracy, "stderr": stderr, "n": n})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def evaluate_model(model, tokenizer, tasks: list[str], limit: int | None = None, batch_size: int = 8,
+                   data_dir: str | Path | None = None, online: bool = False) -> pd.DataFrame:
+    """Accuracy of ``model`` on the test split of each task.
+
+    Parameters
+    ----------
+    model, tokenizer : a causal LM (a ``PeftModel`` works) or a sequence classifier, and its tokenizer.
+    tasks : task names of ``polar_lib.data`` (``eval_task_names()``).
+    limit : evaluate the first ``limit`` test examples of each task (all when None).
+    batch_size : lm-eval's batch size.
+    data_dir : the data directory (see ``polar_lib.data.data_dir``).
+    online : use lm-eval's stock tasks (hub data, needs internet) instead of the local files.
+
+    Returns
+    -------
+    DataFrame with columns task, metric (the task's convention), accuracy, stderr, n.
+    """
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    tasks = check_tasks(tasks, online)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    if _is_classifier(model):
+        if online:
+            raise ValueError("online=True evaluates causal LMs only; got a sequence classifier")
+        return _evaluate_classifier(model, tokenizer, tasks, limit, batch_size, data_dir)
+    model.eval()
+    if online:
+        names = {task_data.get_task(t).lm_eval_task: t for t in tasks}
+        output = lm_eval.simple_evaluate(model=hf_lm(model, tokenizer, batch_size), tasks=list(names), limit=limit,
+                                         log_samples=False)
+    else:
+        names = {t: t for t in tasks}
+        output = lm_eval.simple_evaluate(
+            model=hf_lm(model, tokenizer, batch_size), tasks=[lm_eval_task_config(t, data_dir, limit) for t in tasks],
+            task_manager=TaskManager(include_defaults=False), log_samples=False)
+    rows = []
+    for lm_name, name in names.items():
+        metric = task_data.get_task(name).metric
+        result = output["results"][lm_name]
+        key = next(k for k in result if k.startswith(f"{metric},"))  # "acc,none"
+        rows.append({"task": name, "metric": metric, "accuracy": result[key],
+                     "stderr": result[key.replace(",", "_stderr,", 1)],
+                     "n": output["n-samples"][lm_name]["effective"]})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def finished_run_config(run_dir: str | Path):
+    """The ``RunConfig`` of the finished run in ``run_dir``; ``FileNotFoundError`` saying what is missing."""
+    from .train import load_run
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"run_dir {run_dir} is not a run directory (no config.json)")
+    config, metrics = load_run(run_dir)
+    if metrics is None:
+        raise FileNotFoundError(f"run_dir {run_dir} is not a finished run (no metrics.json); train it first")
+    return config
+
+
+def evaluate_run(run_dir: str | Path, tasks: list[str] | None = None, limit: int | None = None,
+                 batch_size: int = 8, data_dir: str | Path | None = None, online: bool = False) -> pd.DataFrame:
+    """``evaluate_model`` on the finished run in ``run_dir`` (``tasks`` default: the run's own task).
+
+    The result is cached as ``<run_dir>/eval-<hash>.json``, keyed by tasks, limit and online, and
+    reused when present.
+    """
+    from .train import load_trained
+
+    config = finished_run_config(run_dir)
+    run_dir = Path(run_dir)
+    tasks = check_tasks([config.task] if tasks is None else tasks, online)
+    key = {"tasks": tasks, "limit": limit, "online": online}
+    cache = run_dir / f"eval-{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:10]}.json"
+    if cache.exists():
+        return pd.DataFrame(json.loads(cache.read_text())["results"], columns=COLUMNS)
+    model, tokenizer = load_trained(run_dir)
+    table = evaluate_model(model, tokenizer, tasks, limit=limit, batch_size=batch_size, data_dir=data_dir,
+                           online=online)
+    cache.write_text(json.dumps(key | {"results": table.to_dict(orient="records")}, indent=1))
+    return table
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m polar_lib.evaluate",
+        description="Evaluate a finished fine-tuning run with lm-eval (multiple choice by log-likelihood, "
+                    "math by greedy generation); prints task, metric, accuracy, stderr and n. "
+                    "Results are cached in the run directory.")
+    parser.add_argument("--run", required=True, type=Path, metavar="DIR",
+                        help="the run directory (holding config.json and, once finished, metrics.json)")
+    parser.add_argument("--tasks", metavar="A,B", default=None,
+                        help=f"comma-separated tasks (default: the run's own task); offline: "
+                             f"{', '.join(eval_task_names())}")
+    parser.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                        help="evaluate the first N test examples of each task (default: all)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="B", help="batch size (default: 8)")
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="the data directory (default: $POLAR_DATA, else ../shared/data, else the download cache)")
+    parser.add_argument("--online", action="store_true",
+                        help="use lm-eval's stock tasks and their hub datasets (needs internet)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    try:
+        tasks = None if tasks is None else check_tasks(tasks, args.online)  # a bad task before a bad run
+        config = finished_run_config(args.run)
+        tasks = tasks or check_tasks([config.task], args.online)
+        task_data.data_dir(args.data_dir)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    table = evaluate_run(args.run, tasks, limit=args.limit, batch_size=args.batch_size, data_dir=args.data_dir,
+                         online=args.online)
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

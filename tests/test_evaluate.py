@@ -1,0 +1,110 @@
+import json
+from pathlib import Path
+
+import lm_eval
+import pytest
+import torch
+from lm_eval.tasks import TaskManager
+
+from polar_lib import data as task_data
+from polar_lib import evaluate
+from polar_lib.models import load_model
+from polar_lib.train import RunConfig, train
+
+
+def direct_loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
+    """log p(continuation | context) summed over the continuation's tokens."""
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(context_ids)
+    with torch.no_grad():
+        logprobs = model(torch.tensor([ids])).logits[0].log_softmax(-1)
+    return sum(logprobs[i - 1, ids[i]].item() for i in range(len(context_ids), len(ids)))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    config = RunConfig(model="tiny-llama", method="lora", task="arc_easy", max_steps=2, batch_size=2,
+                       train_limit=8, save_steps=1)
+    return train(config, runs_dir=tmp_path_factory.mktemp("runs"), progress=False)
+
+
+def test_task_config_scores_space_choice_after_prompt(tiny_llama):
+    model, tokenizer = tiny_llama
+    config = evaluate.lm_eval_task_config("arc_easy", limit=2)
+    assert Path(config["dataset_kwargs"]["data_files"]["test"]).is_absolute()
+    output = lm_eval.simple_evaluate(model=evaluate.hf_lm(model, tokenizer), tasks=[config],
+                                     task_manager=TaskManager(include_defaults=False), log_samples=True)
+    sample = output["samples"]["arc_easy"][0]
+    example = task_data.load_task("arc_easy", limit=1)[0]
+    prompt = task_data.format_prompt(example)
+    assert [tuple(a) for a in sample["arguments"]] == [(prompt, " " + c) for c in example.choices]
+    assert sample["target"] == example.label
+    model.eval()
+    for (loglikelihood, _), choice in zip(sample["filtered_resps"], example.choices):
+        assert loglikelihood == pytest.approx(direct_loglikelihood(model, tokenizer, prompt, " " + choice), abs=1e-4)
+
+
+def test_evaluate_model_reports_each_tasks_convention(tiny_llama):
+    table = evaluate.evaluate_model(*tiny_llama, ["arc_easy", "boolq", "gsm8k"], limit=3)
+    assert list(table.columns) == ["task", "metric", "accuracy", "stderr", "n"]
+    assert table.set_index("task")["metric"].to_dict() == {"arc_easy": "acc_norm", "boolq": "acc",
+                                                           "gsm8k": "exact_match"}
+    assert table["accuracy"].between(0, 1).all()
+    assert (table["n"] == 3).all()
+
+
+def test_sequence_classifier_accuracy():
+    model, tokenizer = load_model("tiny-bert", task="sequence-classification", num_labels=5)
+    table = evaluate.evaluate_model(model, tokenizer, ["arc_easy"], limit=5, batch_size=2)
+    row = table.iloc[0]
+    assert (row["task"], row["metric"], row["n"]) == ("arc_easy", "acc", 5)
+    assert 0 <= row["accuracy"] <= 1
+
+
+def test_math_answer_match():
+    assert evaluate.last_number("so 3 apples, then 1,200.5 in all") == 1200.5
+    assert evaluate.last_number("no digits") is None
+    assert evaluate.math_correct(" 18\n", 18.0)
+    assert evaluate.math_correct("x = 0.33333", 1 / 3 + 1e-6)
+    assert not evaluate.math_correct("18 or 19", 18.0)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="math_train.*arc_easy"):
+        evaluate.lm_eval_task_config("math_train")
+    with pytest.raises(ValueError, match="limit"):
+        evaluate.evaluate_model(None, None, ["arc_easy"], limit=0)
+
+
+def test_evaluate_run_caches(finished_run, monkeypatch):
+    table = evaluate.evaluate_run(finished_run, limit=2)
+    assert table["task"].tolist() == ["arc_easy"] and table["n"].tolist() == [2]
+    cached = list(finished_run.glob("eval-*.json"))
+    assert len(cached) == 1 and json.loads(cached[0].read_text())["limit"] == 2
+    monkeypatch.setattr("polar_lib.train.load_trained", lambda run_dir: pytest.fail("evaluated again"))
+    assert evaluate.evaluate_run(finished_run, limit=2).equals(table)
+
+
+def test_cli_prints_table(finished_run, capsys):
+    evaluate.main(["--run", str(finished_run), "--limit", "2"])
+    assert "arc_easy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--run", "x", "--tasks", "arc_easy,nope"], "cannot evaluate 'nope'; tasks with a test split: boolq"),
+    (["--run", "/no/such/run"], "not a run directory"),
+    (["--run", "x", "--limit", "-1"], "--limit: expected a positive integer"),
+])
+def test_cli_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_unfinished_run(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps(RunConfig().to_dict()))
+    with pytest.raises(SystemExit):
+        evaluate.main(["--run", str(tmp_path)])
+    assert "not a finished run" in capsys.readouterr().err
