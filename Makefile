@@ -29,8 +29,10 @@ $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 
 venv: $(STAMP)  ## create or refresh the project venv .venv/
 
+# One BLAS thread: the tests are many small ops and spawn processes (fresh loads, torchrun), where
+# two threads per process on two cores cost far more in contention than they gain.
 test: $(STAMP)  ## every test: the library (pytest) and the notebooks (nbval)
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly
 
 figures: $(STAMP)  ## run every notebook headlessly with papermill; figures land in figures/
