@@ -1,13 +1,12 @@
 """The registry: every method trains a real pretrained model on real data, saves and reloads exactly."""
 import pytest
-import torch
 
 from polar_lib.data import format_classifier_input, load_task
 from polar_lib.methods import METHODS, get_method, make_optimizer, prepare
 from polar_lib.models import load_model
 from polar_lib.train import RunConfig, load_run, load_trained, train
 
-from .conftest import run_fresh_process
+from .conftest import reload_in_fresh_process
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -21,21 +20,8 @@ def test_every_method_trains_saves_and_reloads(method, tmp_path):
 
     model, tokenizer = load_trained(run_dir)
     questions = [format_classifier_input(e) for e in load_task("boolq", split="test", limit=4)]
-    inputs = tokenizer(questions, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        expected = model(**inputs).logits
-    torch.save({"inputs": dict(inputs), "logits": expected}, tmp_path / "expected.pt")
-    out = run_fresh_process(f"""
-        import torch, polar_lib
-        from peft import PeftModel
-        from polar_lib.models import load_model
-        base, _ = load_model("minilm-l6", task="sequence-classification", seed=123)
-        model = PeftModel.from_pretrained(base, "{run_dir / 'adapter'}")
-        expected = torch.load("{tmp_path / 'expected.pt'}")
-        with torch.no_grad():
-            print(torch.equal(model(**expected["inputs"]).logits, expected["logits"]))
-    """)
-    assert out.strip() == "True"
+    inputs = dict(tokenizer(questions, padding=True, return_tensors="pt"))
+    reload_in_fresh_process({method: model}, inputs, tmp_path, base="minilm-l6", task="sequence-classification")
 
 
 def test_registry_builds_each_method_and_rejects_unknown_names():

@@ -11,7 +11,7 @@ from polar_lib.geometry import orthogonality_error, polar_retraction, project_ta
 from polar_lib.models import load_model
 from polar_lib.optim.stella import create_stella_optimizer, exp_map_retraction
 
-from .conftest import run_fresh_process
+from .conftest import reload_in_fresh_process
 
 TARGETS = ["q_proj", "v_proj", "down_proj"]  # U/V rows 64, 32 (k/v heads), 64/128: every grad-scaling case
 
@@ -114,31 +114,16 @@ def test_save_as_lora_reproduces_logits(tmp_path, token_batch, diag_s):
 
 
 def test_save_and_stock_load_in_fresh_process(tmp_path, token_batch):
-    expected = {"x": token_batch}
+    models = {}
     for diag_s in (True, False):
         model = stella_model(diag_s=diag_s, seed=int(diag_s))
         train(model, create_stella_optimizer(model, lr=1e-2), token_batch, 2)  # trained U, V, S
-        model.save_pretrained(tmp_path / f"diag_{diag_s}")
-        with torch.no_grad():
-            expected[diag_s] = model(token_batch).logits
+        models[f"diag_{diag_s}"] = model
+    reloaded = reload_in_fresh_process(models, {"input_ids": token_batch}, tmp_path)
+    assert reloaded == {"diag_True": ["StellaLinear"], "diag_False": ["StellaLinear"]}
+    for diag_s in (True, False):
         config = json.loads((tmp_path / f"diag_{diag_s}" / "adapter_config.json").read_text())
         assert config["peft_type"] == "STELLA" and config["diag_s"] is diag_s
-    torch.save(expected, tmp_path / "expected.pt")
-    out = run_fresh_process(f"""
-        import torch
-        import polar_lib.adapters.stella
-        from peft import PeftModel
-        from polar_lib.models import load_model
-        expected = torch.load("{tmp_path / 'expected.pt'}")
-        for diag_s in (True, False):
-            base, _ = load_model("tiny-llama")
-            model = PeftModel.from_pretrained(base, "{tmp_path}/diag_" + str(diag_s))
-            layer = model.base_model.model.model.layers[0].self_attn.q_proj
-            with torch.no_grad():
-                print(torch.equal(model(expected["x"]).logits, expected[diag_s]), type(layer).__name__,
-                      tuple(layer.lora_S["default"].weight.shape))
-    """)
-    assert out.split("\n")[:2] == ["True StellaLinear (4,)", "True StellaLinear (4, 4)"]
 
 
 def test_retraction_is_polar_factor_of_its_argument():

@@ -1,0 +1,45 @@
+"""The runtime benchmark: its command line's output and results file (structure, never timings)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from polar_lib.bench import QUICK, BenchConfig, load_results
+from polar_lib.methods import METHODS
+
+
+def test_quick_cli_prints_ratios_json_and_writes_results(tmp_path):
+    output = tmp_path / "results.json"
+    run = subprocess.run([sys.executable, "-m", "polar_lib.bench", "--quick", "--output", str(output)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ratios = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(ratios) == set(METHODS)
+    for method, entry in ratios.items():
+        assert set(entry) == {"r", "step_time", "optimizer_time", "peak_memory"}, method
+        assert all(isinstance(v, (int, float)) and v > 0 for v in entry.values()), (method, entry)
+    assert ratios["lora"] == {"r": 8, "step_time": 1.0, "optimizer_time": 1.0, "peak_memory": 1.0}
+    assert "threads" in run.stderr
+
+    results = load_results(output)
+    assert results["environment"]["threads"] == 2
+    summary, micro = results["summary"], results["micro_summary"]
+    assert set(summary.method) == set(METHODS)
+    assert {"step_s", "step_ratio", "optimizer_s", "peak_bytes", "memory_ratio"} <= set(summary.columns)
+    assert len(results["steps"]) == len(METHODS) * QUICK.repeats
+    assert {(row.n, row.r) for row in micro.itertuples()} == {(768, 4), (768, 32)}
+    assert (micro[["landing_us", "svd_retraction_us", "qr_retraction_us", "speedup_svd"]] > 0).all().all()
+    assert results["stable_rank"]["abs_difference"] < 1e-6
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"methods": ("polar",)}, "include 'lora'"),
+    ({"methods": ("lora", "nope")}, "nope"),
+    ({"dtype": "float64"}, "dtype must be one of"),
+    ({"ranks": (0,)}, "ranks must be"),
+    ({"repeats": 0}, "repeats must be >= 1"),
+])
+def test_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BenchConfig(**kwargs)
