@@ -39,6 +39,14 @@
 # The defaults below are the CI scale (seconds); `make figures` runs the full §8 grid
 # (`profiles/cpu`, 4000 iterations).
 
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab: the project (code and its data/ registry) and its dependencies
+    # !git clone -q --depth 1 https://github.com/polar-lib/polar_lib /content/polar_lib
+    # %pip install -q /content/polar_lib
+    sys.path.insert(0, "/content/polar_lib")
+
 # %% tags=["parameters"]
 problem = "factorisation"  # or "sensing" (p = 5 r* (m + n) Gaussian measurements)
 m, n, target_rank = 60, 40, 4

@@ -26,5 +26,7 @@ def test_parameters_cell_and_profiles(source):
     tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{source.name}: needs exactly one cell tagged 'parameters'"
     assert "figures_dir" in tagged[0].source
+    first_code = next(c for c in notebook.cells if c.cell_type == "code")
+    assert "google.colab" in first_code.source, f"{source.name}: the first code cell installs the package on Colab"
     for profile in ("cpu", "paper"):
         assert (NOTEBOOKS / "profiles" / profile / f"{source.stem}.yaml").exists()
