@@ -64,7 +64,7 @@ def landing_field(
     """The landing field Λ(Z, G) = (G Zᵀ − Z Gᵀ) Z + λ Z (ZᵀZ − I), without the n×n matrix.
 
     Z, G: n×r (n ≥ r), G the Euclidean gradient of the loss at Z. With C = ZᵀZ (r×r) the same
-    field is Λ = G C − Z (Gᵀ Z) + λ Z (C − I), O(n r²). This is the field of the PoLAR code
+    field is Λ = G C + Z (λ (C − I) − Gᵀ Z), O(n r²): three thin products. This is the field of the PoLAR code
     (no factor ½ on the skew term; ``landing_lambda`` is its λ). ``field="euclidean"`` is the
     paper's ablation G + λ Z (ZᵀZ − I), the gradient of L + (λ/4)‖ZᵀZ − I‖_F².
     """
@@ -75,10 +75,10 @@ def landing_field(
     if Z.shape != G.shape or Z.shape[-2] < Z.shape[-1]:
         raise ValueError(f"Z and G must be tall n×r with n >= r and equal shapes, got {tuple(Z.shape)} and {tuple(G.shape)}")
     C = Z.mT @ Z
-    penalty = Z @ (C - _eye_like(C))
     if field == "euclidean":
-        return G + landing_lambda * penalty
-    return G @ C - Z @ (G.mT @ Z) + landing_lambda * penalty
+        return G + Z @ (landing_lambda * (C - _eye_like(C)))
+    # Both Z-terms share one n×r by r×r product: Λ = G C + Z (λ (C − I) − Gᵀ Z).
+    return G @ C + Z @ (landing_lambda * (C - _eye_like(C)) - G.mT @ Z)
 
 
 def polar_retraction(Y: torch.Tensor) -> torch.Tensor:
