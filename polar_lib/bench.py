@@ -1,0 +1,457 @@
+"""Runtime comparison of every method: training step, optimizer step and peak memory, plus the
+PoLAR paper's micro-benchmark (one landing update against one retraction).
+
+``python -m polar_lib.bench`` (or ``run_benchmark(BenchConfig(...))``) measures, in one process and
+on one model and one batch, for every method of ``polar_lib.methods.METHODS``:
+
+- ``step_s``: a whole training step — forward, loss, backward, ``optimizer.step()``, ``zero_grad``;
+- ``optimizer_s``: ``optimizer.step()`` alone (where the landing field, StelLA's retraction and
+  the preconditioners run);
+- ``peak_bytes``: the peak memory of a training step, defined the same way on every device as the
+  bytes of the model's own tensors (parameters, frozen ones included, buffers and optimizer state;
+  each storage once) plus the largest excess of bytes allocated over bytes freed during the step
+  (activations, gradients, temporaries). On CUDA the excess is ``max_memory_allocated`` minus
+  ``memory_allocated`` at the start of the step; on CPU, where torch exposes no allocator peak, it
+  is the running sum of the allocation and free events that ``torch.profiler`` records with
+  ``profile_memory=True``, in time order (frees of blocks allocated before the step are not
+  recorded, which can only over-count). Allocator caching and fragmentation are not counted.
+  The profiled step is an extra, untimed step. ``excess_bytes`` = ``peak_bytes`` minus the frozen
+  parameters: what training adds on top of the model (at small batches the frozen weights
+  dominate ``peak_bytes`` and every memory ratio is close to 1).
+
+Each is reported as a ratio to LoRA with AdamW at the same rank. Protocol: all models share the
+frozen base weights (one copy in memory; every model still counts them in its ``peak_bytes``);
+``warmup`` untimed steps per model; then ``repeats`` rounds in which every model takes one timed
+step, the order rotating from round to round (round-robin), so that drift of the machine (other
+processes, thermal state) hits all methods alike. Timings: ``time.perf_counter`` around whole
+steps (after ``torch.cuda.synchronize`` on a GPU); the summary gives the median and the
+interquartile range; a ratio is the median over rounds of the method's time over LoRA's time in
+the same round. The torch thread count is fixed (``threads``) and printed. On a CPU that other
+processes share, a multi-threaded step can slow down many-fold (OpenMP threads wait on each other):
+compare timings within one run only, and prefer ``threads=1`` on a busy machine. At small batches
+the per-step fixed costs (the optimizer step, Python overhead per adapted layer) weigh more than
+at training batch sizes, so the ratios are, if anything, pessimistic for the non-LoRA methods.
+
+Micro-benchmark (methods.md §9; the PoLAR repository's ``notebooks/runtime_comparison.ipynb``):
+for Gaussian fp32 Z, G (n×r), one landing update Z − Λ(Z, G) with λ = 1 in the O(n r²) form
+(``geometry.landing_field``) against one retraction of Z + G: polar by thin SVD
+(``geometry.polar_retraction``) and, for reference, QR (``geometry.qr_retraction``); optionally the
+original's n×n form of the landing update (``dense_landing``). Ops are timed round-robin in blocks
+of calls (each block ≥ ``MICRO_BLOCK_S``), eagerly (the original used ``torch.compile``).
+
+Scales: ``--quick`` uses the tiny random Llama at batch 2 × 32 and a small micro sweep (under a
+minute on 2 cores) and prints the ratios as one JSON line; the default (full) run uses SmolLM2-135M
+with every attention and MLP projection as a target at batch 2 × 64 — on 2 CPU cores a step at
+the reference batch 8 × 128 takes ≈ 12.5 s, too long to time seven methods repeatedly — plus
+the full micro sweep and the factored-vs-dense stable rank, and writes a JSON results file.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .geometry import landing_field, polar_retraction, qr_retraction
+from .methods import METHODS, make_optimizer, prepare
+from .models import load_model
+from .stable_rank import benchmark_stable_rank
+
+__all__ = ["BenchConfig", "QUICK", "PAPER_MICRO_US", "run_benchmark", "step_benchmark", "summarize_steps",
+           "micro_benchmark", "summarize_micro", "ratios_json", "save_results", "load_results", "main"]
+
+LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+REFERENCE = "lora"
+MICRO_OPS = ("landing", "svd_retraction", "qr_retraction", "landing_dense")
+MICRO_BLOCK_S = 0.02
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# The original study (methods.md §9): median µs of (SVD polar retraction, n×n landing), unrecorded GPU.
+PAPER_MICRO_US = {
+    (768, 4): (507, 168), (768, 32): (1160, 100), (768, 64): (2178, 103), (768, 256): (8318, 110),
+    (4096, 4): (542, 181), (4096, 32): (1050, 186), (4096, 64): (1916, 238), (4096, 256): (9889, 540),
+    (11008, 4): (607, 1786), (11008, 32): (1313, 1234), (11008, 64): (2238, 1633), (11008, 256): (11654, 3606),
+}
+
+
+@dataclass
+class BenchConfig:
+    """Everything one benchmark run depends on; the defaults are the full CPU run.
+
+    model: a ``polar_lib.models.load_model`` name or hub id; methods: names in ``METHODS`` (must
+    include ``"lora"``, the reference); ranks: adapter ranks (α = 2r, dropout 0.05);
+    target_modules: module names to adapt; batch_size × seq_len: the random token batch;
+    warmup, repeats: untimed and timed steps per model; micro_sizes × micro_ranks: the micro sweep
+    (empty to skip), micro_repeats its rounds; dense_landing: also time the n×n landing form;
+    stable_rank_size, stable_rank_k: the factored-vs-dense stable rank benchmark (size 0 skips
+    it); device; dtype of the model (``"float32"``, ``"bfloat16"``, ``"float16"``; the micro
+    sweep is always fp32); threads (torch CPU threads); seed.
+    """
+
+    model: str = "smollm2-135m"
+    methods: tuple[str, ...] = tuple(METHODS)
+    ranks: tuple[int, ...] = (8,)
+    target_modules: tuple[str, ...] = LLAMA_TARGETS
+    batch_size: int = 2
+    seq_len: int = 64
+    warmup: int = 2
+    repeats: int = 7
+    micro_sizes: tuple[int, ...] = (768, 4096, 11008)
+    micro_ranks: tuple[int, ...] = (4, 32, 64, 256)
+    micro_repeats: int = 7
+    dense_landing: bool = False
+    stable_rank_size: int = 4096
+    stable_rank_k: int = 32
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("methods", "ranks", "target_modules", "micro_sizes", "micro_ranks"):
+            setattr(self, name, tuple(getattr(self, name)))
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or REFERENCE not in self.methods:
+            raise ValueError(f"methods must be names from {tuple(METHODS)} and include {REFERENCE!r} (the "
+                             f"reference), got {self.methods!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        for name in ("batch_size", "seq_len", "repeats", "micro_repeats", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup!r}")
+        if not self.ranks or min(self.ranks) < 1:
+            raise ValueError(f"ranks must be a non-empty list of positive integers, got {self.ranks!r}")
+
+
+QUICK = BenchConfig(model="tiny-llama", batch_size=2, seq_len=32, warmup=1, repeats=5, micro_sizes=(768,),
+                    micro_ranks=(4, 32), micro_repeats=5, stable_rank_size=768, stable_rank_k=8)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training steps
+# ---------------------------------------------------------------------------------------------
+
+def _train_step(model, optimizer, batch, device) -> tuple[float, float]:
+    """One training step; returns (whole step, optimizer step) in seconds."""
+    _synchronize(device)
+    start = time.perf_counter()
+    model(**batch).loss.backward()
+    _synchronize(device)
+    before_optimizer = time.perf_counter()
+    optimizer.step()
+    _synchronize(device)
+    after_optimizer = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    _synchronize(device)
+    return time.perf_counter() - start, after_optimizer - before_optimizer
+
+
+def _storage_bytes(tensors) -> int:
+    """Bytes of the storages behind ``tensors``, each storage once."""
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
+
+
+def _own_bytes(model, optimizer) -> int:
+    """Bytes of the parameters, buffers and optimizer state of one model."""
+    state = [t for values in optimizer.state.values() for t in values.values() if isinstance(t, torch.Tensor)]
+    return _storage_bytes([*model.parameters(), *model.buffers(), *state])
+
+
+def _peak_step_bytes(model, optimizer, batch, device) -> int:
+    """Peak memory of one (untimed) training step, as defined in the module docstring."""
+    own = _own_bytes(model, optimizer)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        _train_step(model, optimizer, batch, device)
+        return own + torch.cuda.max_memory_allocated(device) - start
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        _train_step(model, optimizer, batch, device)
+    # Allocation (+bytes) and free (-bytes) events of the CPU allocator, in time order.
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    current = peak = 0
+    for event in events:
+        current += event.nbytes()
+        peak = max(peak, current)
+    return own + peak
+
+
+def step_benchmark(config: BenchConfig, log=print) -> pd.DataFrame:
+    """Time training steps of every method × rank of ``config`` round-robin (see the module docstring).
+
+    Returns one row per timed step: ``method``, ``r``, ``round``, ``step_s``, ``optimizer_s``,
+    plus that model's ``peak_bytes``, ``excess_bytes`` (peak minus the frozen parameters: what
+    training adds on top of the model) and ``trainable_params``.
+    """
+    device = torch.device(config.device)
+    base, _ = load_model(config.model, dtype=DTYPES[config.dtype], seed=config.seed)
+    base.to(device).train()
+    generator = torch.Generator().manual_seed(config.seed)
+    tokens = torch.randint(0, base.config.vocab_size, (config.batch_size, config.seq_len), generator=generator)
+    batch = {"input_ids": tokens.to(device), "labels": tokens.to(device)}
+    shared = {id(p): p for p in base.parameters()}  # deepcopy memo: frozen base weights are shared
+
+    runs = []
+    for r in config.ranks:
+        for method in config.methods:
+            torch.manual_seed(config.seed)
+            model = prepare(copy.deepcopy(base, dict(shared)), method, r=r,
+                            target_modules=list(config.target_modules), lora_dropout=0.05)
+            optimizer = make_optimizer(model, method)
+            for _ in range(config.warmup):
+                _train_step(model, optimizer, batch, device)
+            peak = _peak_step_bytes(model, optimizer, batch, device)
+            frozen = _storage_bytes([p for p in model.parameters() if not p.requires_grad])
+            info = {"method": method, "r": r, "peak_bytes": peak, "excess_bytes": peak - frozen,
+                    "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+            runs.append((info, model, optimizer))
+            log(f"  prepared {method} r={r}: {info['trainable_params']:,} trainable parameters, "
+                f"peak {info['peak_bytes'] / 2**20:.0f} MiB")
+
+    rows = []
+    for round_ in range(config.repeats):
+        shift = round_ % len(runs)
+        for info, model, optimizer in runs[shift:] + runs[:shift]:
+            step_s, optimizer_s = _train_step(model, optimizer, batch, device)
+            rows.append({**info, "round": round_, "step_s": step_s, "optimizer_s": optimizer_s})
+        log(f"  round {round_ + 1}/{config.repeats} done")
+    columns = ["method", "r", "round", "step_s", "optimizer_s", "peak_bytes", "excess_bytes", "trainable_params"]
+    return pd.DataFrame(rows)[columns]
+
+
+def _quartiles(values) -> tuple[float, float, float]:
+    q25, q50, q75 = pd.Series(values).quantile([0.25, 0.5, 0.75])
+    return float(q25), float(q50), float(q75)
+
+
+def summarize_steps(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per method and rank: median and quartiles of the times, peak memory, and ratios to LoRA.
+
+    ``step_ratio`` / ``optimizer_ratio``: median over rounds of (method time / LoRA time in the same
+    round), with ``*_ratio_q25`` / ``*_ratio_q75``; ``memory_ratio``: peak_bytes / LoRA's;
+    ``excess_ratio``: excess_bytes / LoRA's.
+    """
+    reference = steps[steps.method == REFERENCE].set_index(["r", "round"])
+    rows = []
+    for (method, r), group in steps.groupby(["method", "r"], sort=False):
+        row = {"method": method, "r": r}
+        for column, name in (("step_s", "step"), ("optimizer_s", "optimizer")):
+            row[f"{name}_s_q25"], row[f"{name}_s"], row[f"{name}_s_q75"] = _quartiles(group[column])
+            paired = group[column].to_numpy() / reference.loc[[(r, k) for k in group["round"]], column].to_numpy()
+            row[f"{name}_ratio_q25"], row[f"{name}_ratio"], row[f"{name}_ratio_q75"] = _quartiles(paired)
+        for column, ratio in (("peak_bytes", "memory_ratio"), ("excess_bytes", "excess_ratio")):
+            row[column] = int(group[column].iloc[0])
+            row[ratio] = row[column] / reference.loc[r][column].iloc[0]
+        row["trainable_params"] = int(group.trainable_params.iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ratios_json(summary: pd.DataFrame) -> dict:
+    """method → {r, step_time, optimizer_time, peak_memory} (ratios to LoRA) at the first rank."""
+    first = summary[summary.r == summary.r.iloc[0]]
+    return {row.method: {"r": int(row.r), "step_time": round(row.step_ratio, 4),
+                         "optimizer_time": round(row.optimizer_ratio, 4), "peak_memory": round(row.memory_ratio, 4)}
+            for row in first.itertuples()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Micro-benchmark: one landing update against one retraction
+# ---------------------------------------------------------------------------------------------
+
+def _dense_landing_update(Z, G, landing_lambda):
+    """The original's form: Z − [(G Zᵀ − Z Gᵀ) Z + λ Z (ZᵀZ − I)], with its n×n matrix."""
+    eye = torch.eye(Z.shape[1], dtype=Z.dtype, device=Z.device)
+    return Z - ((G @ Z.T - Z @ G.T) @ Z + landing_lambda * Z @ (Z.T @ Z - eye))
+
+
+def _block_seconds(fn, number: int, device) -> float:
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    _synchronize(device)
+    return (time.perf_counter() - start) / number
+
+
+def micro_benchmark(config: BenchConfig, log=print) -> pd.DataFrame:
+    """Time one landing update and one SVD / QR retraction for every n × r of the micro sweep.
+
+    Z and G are Gaussian and fp32, as in the original, whatever ``config.dtype``. Returns one row
+    per (n, r, op, round) with ``seconds`` per call (see the module docstring).
+    """
+    device = torch.device(config.device)
+    generator = torch.Generator().manual_seed(config.seed)
+    rows = []
+    for n in config.micro_sizes:
+        for r in config.micro_ranks:
+            Z = torch.randn(n, r, generator=generator).to(device)
+            G = torch.randn(n, r, generator=generator).to(device)
+            ops = {"landing": lambda: Z - landing_field(Z, G, 1.0),
+                   "svd_retraction": lambda: polar_retraction(Z + G),
+                   "qr_retraction": lambda: qr_retraction(Z + G)}
+            if config.dense_landing:
+                ops["landing_dense"] = lambda: _dense_landing_update(Z, G, 1.0)
+            numbers = {}
+            for op, fn in ops.items():  # warm-up, then calls per block so that a block lasts ≥ MICRO_BLOCK_S
+                fn()
+                numbers[op] = max(1, round(MICRO_BLOCK_S / max(_block_seconds(fn, 1, device), 1e-7)))
+            names = list(ops)
+            for round_ in range(config.micro_repeats):
+                shift = round_ % len(names)
+                for op in names[shift:] + names[:shift]:
+                    rows.append({"n": n, "r": r, "op": op, "round": round_,
+                                 "seconds": _block_seconds(ops[op], numbers[op], device)})
+            log(f"  micro n={n} r={r} done")
+    return pd.DataFrame(rows, columns=["n", "r", "op", "round", "seconds"])
+
+
+def summarize_micro(micro: pd.DataFrame) -> pd.DataFrame:
+    """Per n × r: median µs of each op, speed-ups of the landing update (paired by round), and the paper's.
+
+    ``speedup_svd`` = SVD retraction time / landing time (> 1: landing faster), likewise
+    ``speedup_qr`` and ``speedup_dense`` (n×n landing / ours); ``paper_speedup`` is the
+    original's SVD / n×n-landing ratio on its GPU.
+    """
+    rows = []
+    for (n, r), group in micro.groupby(["n", "r"], sort=False):
+        wide = group.pivot(index="round", columns="op", values="seconds")
+        row = {"n": n, "r": r}
+        for op in wide.columns:
+            row[f"{op}_us"] = float(wide[op].median() * 1e6)
+        for op, name in (("svd_retraction", "svd"), ("qr_retraction", "qr"), ("landing_dense", "dense")):
+            if op in wide.columns:
+                row[f"speedup_{name}_q25"], row[f"speedup_{name}"], row[f"speedup_{name}_q75"] = \
+                    _quartiles(wide[op] / wide["landing"])
+        paper = PAPER_MICRO_US.get((n, r))
+        row["paper_svd_us"], row["paper_landing_us"] = paper if paper else (None, None)
+        row["paper_speedup"] = paper[0] / paper[1] if paper else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole run, its results file and the command line
+# ---------------------------------------------------------------------------------------------
+
+def environment(config: BenchConfig) -> dict:
+    """What the timings depend on: versions, threads, the device's name."""
+    device = torch.device(config.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+            "device": config.device, "device_name": name}
+
+
+def run_benchmark(config: BenchConfig | None = None, log=print) -> dict:
+    """Run the step benchmark, the micro-benchmark and the stable-rank benchmark of ``config``.
+
+    Returns a dict: ``config``, ``environment``, ``steps`` (raw), ``summary``, ``micro`` (raw),
+    ``micro_summary`` (DataFrames), ``stable_rank`` (``stable_rank.benchmark_stable_rank``'s dict,
+    or None). ``config`` defaults to ``BenchConfig()``, the full run. Sets the torch thread count to
+    ``config.threads`` for the rest of the process.
+    """
+    config = BenchConfig() if config is None else config
+    torch.set_num_threads(config.threads)
+    env = environment(config)
+    log(f"torch {env['torch']}, {env['threads']} threads, device {env['device']} ({env['device_name']})")
+    log(f"step benchmark: {config.model}, ranks {config.ranks}, batch {config.batch_size} × {config.seq_len}")
+    steps = step_benchmark(config, log)
+    micro = micro_benchmark(config, log) if config.micro_sizes and config.micro_ranks else None
+    stable = None
+    if config.stable_rank_size:
+        log(f"stable rank: factored vs dense at {config.stable_rank_size}² rank {config.stable_rank_k}")
+        stable = benchmark_stable_rank(config.stable_rank_size, config.stable_rank_size, config.stable_rank_k,
+                                       repeats=1, device=config.device, seed=config.seed)
+    return {"config": asdict(config), "environment": env, "steps": steps, "summary": summarize_steps(steps),
+            "micro": micro, "micro_summary": None if micro is None else summarize_micro(micro),
+            "stable_rank": stable}
+
+
+def save_results(results: dict, path) -> Path:
+    """Write ``results`` (from ``run_benchmark``) as JSON, DataFrames as lists of records."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = {k: v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v for k, v in results.items()}
+    path.write_text(json.dumps(plain, indent=1))
+    return path
+
+
+def load_results(path) -> dict:
+    """Read a file written by ``save_results``; the tables come back as DataFrames."""
+    plain = json.loads(Path(path).read_text())
+    tables = ("steps", "summary", "micro", "micro_summary")
+    return {k: pd.DataFrame(v) if k in tables and v is not None else v for k, v in plain.items()}
+
+
+def _report(results: dict) -> str:
+    columns = ["method", "r", "step_s", "step_ratio", "optimizer_s", "optimizer_ratio", "peak_bytes", "memory_ratio",
+               "excess_ratio"]
+    text = ["", "Training step (median s; ratios to LoRA + AdamW at equal rank):",
+            results["summary"][columns].to_string(index=False, float_format=lambda x: f"{x:.4g}")]
+    if results["micro_summary"] is not None:
+        micro = results["micro_summary"]
+        keep = [c for c in micro.columns if c.endswith("_us") and not c.startswith("paper")
+                or c in ("n", "r", "speedup_svd", "speedup_qr", "speedup_dense", "paper_speedup")]
+        text += ["", "One landing update vs one retraction (median µs; speed-up = retraction / landing):",
+                 micro[keep].to_string(index=False, float_format=lambda x: f"{x:.3g}")]
+    if results["stable_rank"]:
+        sr = results["stable_rank"]
+        text += ["", f"Stable rank at {sr['m']}×{sr['n']}, rank {sr['k']} ({sr['dtype']}): factored "
+                     f"{sr['factored_s'] * 1e3:.3g} ms, dense {sr['dense_s'] * 1e3:.4g} ms "
+                     f"({sr['ratio']:.0f}× faster)"]
+    return "\n".join(text)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v)
+
+
+def main(argv=None) -> dict:
+    """Command line: ``python -m polar_lib.bench [--quick] [--model M] [--ranks 4,8] ...``."""
+    parser = argparse.ArgumentParser(prog="python -m polar_lib.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny random model, small micro sweep (< 1 min on "
+                        "2 cores); prints the ratios as a JSON object on the last line, writes no file")
+    parser.add_argument("--output", default=None, help="results file (default: runs/bench/results.json; "
+                        "none with --quick)")
+    lists = {"methods": str, "ranks": int, "target_modules": str, "micro_sizes": int, "micro_ranks": int}
+    for f in fields(BenchConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in lists:
+            convert = _int_list if lists[f.name] is int else (lambda text: tuple(v for v in text.split(",") if v))
+            parser.add_argument(flag, type=convert, default=None, help="comma-separated list")
+        elif f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, type=type(f.default), default=None)
+    args = parser.parse_args(argv)
+    preset = QUICK if args.quick else BenchConfig()
+    overrides = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if getattr(args, f.name) is not None}
+    config = BenchConfig(**{**asdict(preset), **overrides})
+
+    results = run_benchmark(config, log=lambda message: print(message, file=sys.stderr, flush=True))
+    print(_report(results), flush=True)
+    output = args.output or (None if args.quick else "runs/bench/results.json")
+    if output:
+        print(f"results written to {save_results(results, output)}", flush=True)
+    print(json.dumps(ratios_json(results["summary"])), flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
