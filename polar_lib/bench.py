@@ -406,7 +406,7 @@ def _report(results: dict) -> str:
             results["summary"][columns].to_string(index=False, float_format=lambda x: f"{x:.4g}")]
     if results["micro_summary"] is not None:
         micro = results["micro_summary"]
-        keep = [c for c in micro.columns if c.endswith("_us") and not c.startswith("paper")
+        keep = [c for c in micro.columns if (c.endswith("_us") and not c.startswith("paper"))
                 or c in ("n", "r", "speedup_svd", "speedup_qr", "speedup_dense", "paper_speedup")]
         text += ["", "One landing update vs one retraction (median µs; speed-up = retraction / landing):",
                  micro[keep].to_string(index=False, float_format=lambda x: f"{x:.3g}")]
