@@ -63,22 +63,22 @@ def landing_field(
 ) -> torch.Tensor:
     """The landing field Λ(Z, G) = (G Zᵀ − Z Gᵀ) Z + λ Z (ZᵀZ − I), without the n×n matrix.
 
-    Z, G: n×r (n ≥ r), G the Euclidean gradient of the loss at Z. With C = ZᵀZ (r×r) the same
-    field is Λ = G C + Z (λ (C − I) − Gᵀ Z), O(n r²): three thin products. This is the field of the PoLAR code
-    (no factor ½ on the skew term; ``landing_lambda`` is its λ). ``field="euclidean"`` is the
-    paper's ablation G + λ Z (ZᵀZ − I), the gradient of L + (λ/4)‖ZᵀZ − I‖_F².
+    Z, G: n×r matrices (n ≥ r), G the Euclidean gradient of the loss at Z. With C = ZᵀZ (r×r) the
+    same field is Λ = G C + Z M with M = λ (C − I) − Gᵀ Z: O(n r²), four thin products fused into
+    ``addmm`` calls (at small r on a CPU, the cost is the number of calls). This is the field of the
+    PoLAR code (no factor ½ on the skew term; ``landing_lambda`` is its λ). ``field="euclidean"``
+    is the paper's ablation G + λ Z (ZᵀZ − I), the gradient of L + (λ/4)‖ZᵀZ − I‖_F².
     """
     if landing_lambda < 0:
         raise ValueError(f"landing_lambda must be >= 0, got {landing_lambda!r}")
     if field not in LANDING_FIELDS:
         raise ValueError(f"field must be one of {LANDING_FIELDS}, got {field!r}")
-    if Z.shape != G.shape or Z.shape[-2] < Z.shape[-1]:
-        raise ValueError(f"Z and G must be tall n×r with n >= r and equal shapes, got {tuple(Z.shape)} and {tuple(G.shape)}")
+    if Z.ndim != 2 or Z.shape != G.shape or Z.shape[0] < Z.shape[1]:
+        raise ValueError(f"Z and G must be tall n×r matrices with n >= r and equal shapes, got {tuple(Z.shape)} and {tuple(G.shape)}")
     C = Z.mT @ Z
-    if field == "euclidean":
-        return G + Z @ (landing_lambda * (C - _eye_like(C)))
-    # Both Z-terms share one n×r by r×r product: Λ = G C + Z (λ (C − I) − Gᵀ Z).
-    return G @ C + Z @ (landing_lambda * (C - _eye_like(C)) - G.mT @ Z)
+    M = landing_lambda * C if field == "euclidean" else torch.addmm(C, G.mT, Z, beta=landing_lambda, alpha=-1)
+    M.diagonal().sub_(landing_lambda)
+    return torch.addmm(G if field == "euclidean" else G @ C, Z, M)
 
 
 def polar_retraction(Y: torch.Tensor) -> torch.Tensor:
