@@ -44,14 +44,13 @@ Where the paper is open, this module follows the resolutions of methods.md §5:
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 import torch
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from .base import split_param_groups
+from .base import check_optimizer_class, hooked_step, split_param_groups
 
 DEFAULT_LR = 4e-4            # methods.md §5 (paper's GPT-2 range 1e-4 to 8e-4)
 BETA2_DECAY = -0.8           # β̂₂,t = 1 − t^(−0.8)
@@ -236,19 +235,13 @@ class AdaPreLoRAMixin:
                 _install_exact_hooks(pair)
 
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        with torch.no_grad():
-            self._precondition()
-        super().step()
-        for pair in self.adaprelora_pairs:
-            pair.exact_G = None
-        return loss
+        return hooked_step(super().step, closure, before_step=self._precondition, after_step=self._forget_exact_G)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none=set_to_none)
+        self._forget_exact_G()
+
+    def _forget_exact_G(self) -> None:
         for pair in self.adaprelora_pairs:
             pair.exact_G = None
 
@@ -337,12 +330,7 @@ _CLASSES: dict[type, type] = {}
 
 def adaprelora_class(optimizer_cls: type[torch.optim.Optimizer]) -> type:
     """The subclass of ``optimizer_cls`` with AdaPreLoRA's ``step()`` (cached per class)."""
-    if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)):
-        raise TypeError(f"optimizer_cls must be a subclass of torch.optim.Optimizer, got {optimizer_cls!r}")
-    closure_param = inspect.signature(optimizer_cls.step).parameters.get("closure")
-    if closure_param is not None and closure_param.default is inspect.Parameter.empty:
-        raise ValueError(f"optimizer_cls={optimizer_cls.__name__} needs a closure in step(); use one whose "
-                         "step() takes an optional closure (AdamW, SGD, ...)")
+    check_optimizer_class(optimizer_cls)
     if optimizer_cls not in _CLASSES:
         name = f"AdaPreLoRA{optimizer_cls.__name__}"
         _CLASSES[optimizer_cls] = type(name, (AdaPreLoRAMixin, optimizer_cls),

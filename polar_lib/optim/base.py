@@ -28,10 +28,8 @@ def split_param_groups(model: nn.Module, factors: Iterable[nn.Parameter], weight
     return [g for g in groups if g["params"]]
 
 
-def wrap_optimizer(optimizer_cls: type[torch.optim.Optimizer], param_groups, *, name: str,
-                   before_step: Callable[[], None] | None = None, after_step: Callable[[], None] | None = None,
-                   **optimizer_kwargs) -> torch.optim.Optimizer:
-    """An ``optimizer_cls`` instance whose ``step()`` is wrapped by the two hooks."""
+def check_optimizer_class(optimizer_cls) -> None:
+    """Raise unless ``optimizer_cls`` is a torch optimizer class whose ``step()`` takes an optional closure."""
     if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)):
         raise TypeError(f"optimizer_cls must be a subclass of torch.optim.Optimizer, got {optimizer_cls!r}")
     closure_param = inspect.signature(optimizer_cls.step).parameters.get("closure")
@@ -39,19 +37,33 @@ def wrap_optimizer(optimizer_cls: type[torch.optim.Optimizer], param_groups, *, 
         raise ValueError(f"optimizer_cls={optimizer_cls.__name__} needs a closure in step() (it re-evaluates the "
                          "loss); use an optimizer whose step() takes an optional closure (SGD, Adam, AdamW, ...)")
 
+
+def hooked_step(base_step: Callable[[], object], closure=None, before_step: Callable[[], None] | None = None,
+                after_step: Callable[[], None] | None = None):
+    """closure (with grad) → ``before_step`` → ``base_step()`` → ``after_step``, hooks under ``no_grad``;
+    returns the closure's loss."""
+    loss = None
+    if closure is not None:
+        with torch.enable_grad():
+            loss = closure()
+    with torch.no_grad():
+        if before_step is not None:
+            before_step()
+    base_step()
+    with torch.no_grad():
+        if after_step is not None:
+            after_step()
+    return loss
+
+
+def wrap_optimizer(optimizer_cls: type[torch.optim.Optimizer], param_groups, *, name: str,
+                   before_step: Callable[[], None] | None = None, after_step: Callable[[], None] | None = None,
+                   **optimizer_kwargs) -> torch.optim.Optimizer:
+    """An ``optimizer_cls`` instance whose ``step()`` is wrapped by the two hooks."""
+    check_optimizer_class(optimizer_cls)
+
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        with torch.no_grad():
-            if before_step is not None:
-                before_step()
-        optimizer_cls.step(self)
-        with torch.no_grad():
-            if after_step is not None:
-                after_step()
-        return loss
+        return hooked_step(lambda: optimizer_cls.step(self), closure, before_step, after_step)
 
     wrapped_cls = type(f"{name}{optimizer_cls.__name__}", (optimizer_cls,), {"step": step, "__module__": __name__})
     return wrapped_cls(param_groups, **optimizer_kwargs)
