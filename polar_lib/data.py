@@ -36,7 +36,9 @@ import yaml
 
 from .models import cache_dir
 
-REGISTRY_DIR = Path(__file__).resolve().parents[1] / "data"
+# The task registry: data/ of a checkout, else the copy a wheel ships as polar_lib/registry/.
+_CHECKOUT_REGISTRY = Path(__file__).resolve().parents[1] / "data"
+REGISTRY_DIR = _CHECKOUT_REGISTRY if (_CHECKOUT_REGISTRY / "tasks.yaml").is_file() else Path(__file__).resolve().parent / "registry"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KINDS = ("multiple_choice", "math", "mixed")
 
