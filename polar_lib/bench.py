@@ -59,6 +59,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ._checks import check_choice
 from .geometry import landing_field, polar_retraction, qr_retraction
 from .methods import METHODS, make_optimizer, prepare
 from .models import load_model
@@ -121,8 +122,7 @@ class BenchConfig:
         if unknown or REFERENCE not in self.methods:
             raise ValueError(f"methods must be names from {tuple(METHODS)} and include {REFERENCE!r} (the "
                              f"reference), got {self.methods!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        check_choice("dtype", self.dtype, DTYPES)
         for name in ("batch_size", "seq_len", "repeats", "micro_repeats", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import check_choice
+
 __all__ = [
     "sym",
     "orthogonality_error",
@@ -71,8 +73,7 @@ def landing_field(
     """
     if landing_lambda < 0:
         raise ValueError(f"landing_lambda must be >= 0, got {landing_lambda!r}")
-    if field not in LANDING_FIELDS:
-        raise ValueError(f"field must be one of {LANDING_FIELDS}, got {field!r}")
+    check_choice("field", field, LANDING_FIELDS)
     if Z.ndim != 2 or Z.shape != G.shape or Z.shape[0] < Z.shape[1]:
         raise ValueError(f"Z and G must be tall n×r matrices with n >= r and equal shapes, got {tuple(Z.shape)} and {tuple(G.shape)}")
     C = Z.mT @ Z

@@ -23,6 +23,8 @@ import torch
 from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                           BertConfig, LlamaConfig)
 
+from ._checks import check_choice
+
 TASKS = {
     "causal-lm": AutoModelForCausalLM,
     "sequence-classification": AutoModelForSequenceClassification,
@@ -116,8 +118,7 @@ def load_model(name_or_path: str, task: str = "causal-lm", *, num_labels: int = 
     task : ``"causal-lm"``, ``"sequence-classification"`` (a new ``num_labels`` head) or ``"encoder"``.
     seed : seeds the random weights of tiny models and new classification heads.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {tuple(TASKS)}, got {task!r}")
+    check_choice("task", task, TASKS)
     check_model_name(name_or_path)
     kwargs = {"num_labels": num_labels} if task == "sequence-classification" else {}
     torch.manual_seed(seed)

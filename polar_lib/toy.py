@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._checks import check_choice
 from .geometry import landing_field, orthogonality_error, project_tangent, qr_retraction, random_stiefel
 
 __all__ = [
@@ -160,8 +161,7 @@ def make_problem(kind: str = "factorisation", *, m: int = 60, n: int = 40, targe
     measurements : p for sensing; default 5 r* (m + n).
     seed : seeds U, V (and the measurements).
     """
-    if kind not in PROBLEMS:
-        raise ValueError(f"kind must be one of {PROBLEMS}, got {kind!r}")
+    check_choice("kind", kind, PROBLEMS)
     m, n = _check_int("m", m, 1), _check_int("n", n, 1)
     target_rank = _check_int("target_rank", target_rank, 1)
     if target_rank > min(m, n):
@@ -249,11 +249,9 @@ def solve(problem: ToyProblem, solver: str, r: int, *, init: str | None = None, 
 
     A run whose loss turns non-finite or exceeds 1e12·f(0) stops; later losses are NaN.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    check_choice("solver", solver, SOLVERS)
     init = INITS[solver][0] if init is None else init
-    if init not in INITS[solver]:
-        raise ValueError(f"init for solver {solver!r} must be one of {INITS[solver]}, got {init!r}")
+    check_choice(f"init for solver {solver!r}", init, INITS[solver])
     m, n = problem.shape
     r = _check_int("r", r, 1)
     if r > min(m, n):

@@ -29,6 +29,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from ._checks import check_choice
 from . import data as task_data
 from .methods import get_method, make_optimizer, prepare
 from .models import check_model_name, load_model
@@ -76,8 +77,7 @@ class RunConfig:
         check_model_name(self.model)
         get_method(self.method)
         task_data.get_task(self.task)
-        if self.loss_on not in LOSS_ON:
-            raise ValueError(f"loss_on must be one of {LOSS_ON}, got {self.loss_on!r}")
+        check_choice("loss_on", self.loss_on, LOSS_ON)
         for name in ("r", "max_steps", "batch_size", "grad_accum", "max_length", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")

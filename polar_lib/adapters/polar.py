@@ -15,6 +15,7 @@ import torch
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from torch import nn
 
+from .._checks import check_choice
 from ._peft import register_lora_method
 from .core import Core, CoreLinear
 
@@ -38,10 +39,8 @@ class PolarConfig(LoraConfig):
     theta: str = field(default="full", metadata={"help": f"Θ parametrisation, one of {THETA_MODES}"})
 
     def __post_init__(self):
-        if self.theta not in THETA_MODES:
-            raise ValueError(f"theta must be one of {THETA_MODES}, got {self.theta!r}")
-        if self.init_lora_weights not in POLAR_INITS:
-            raise ValueError(f"init_lora_weights must be one of {POLAR_INITS} for PoLAR, got {self.init_lora_weights!r}")
+        check_choice("theta", self.theta, THETA_MODES)
+        check_choice("init_lora_weights", self.init_lora_weights, POLAR_INITS, where=" for PoLAR")
         if self.use_dora:
             raise ValueError("use_dora=True is not supported by PoLAR (allowed: False)")
         if not isinstance(self.r, int) or self.r <= 0:

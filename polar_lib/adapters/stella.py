@@ -17,6 +17,7 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
+from .._checks import check_choice
 from ._peft import register_lora_method
 from .core import Core, CoreLinear
 
@@ -40,8 +41,7 @@ class StellaConfig(LoraConfig):
     def __post_init__(self):
         if not isinstance(self.diag_s, bool):
             raise ValueError(f"diag_s must be True (diagonal S) or False (full r×r S), got {self.diag_s!r}")
-        if self.init_lora_weights not in STELLA_INITS:
-            raise ValueError(f"init_lora_weights must be one of {STELLA_INITS} for StelLA, got {self.init_lora_weights!r}")
+        check_choice("init_lora_weights", self.init_lora_weights, STELLA_INITS, where=" for StelLA")
         if self.use_dora:
             raise ValueError("use_dora=True is not supported by StelLA (allowed: False)")
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:

@@ -22,6 +22,7 @@ from peft.tuners.lora.layer import Linear, LoraVariant
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from .._checks import check_choice
 from ._peft import check_linear, check_rank, register_lora_method
 
 PEFT_TYPE = "TOPLORA"
@@ -83,8 +84,7 @@ class TopLoraConfig(LoraConfig):
     """
 
     def __post_init__(self):
-        if self.init_lora_weights not in TOPLORA_INITS:
-            raise ValueError(f"init_lora_weights must be one of {TOPLORA_INITS} for TopLoRA, got {self.init_lora_weights!r}")
+        check_choice("init_lora_weights", self.init_lora_weights, TOPLORA_INITS, where=" for TopLoRA")
         if self.use_dora:
             raise ValueError("use_dora=True is not supported by TopLoRA (allowed: False)")
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:

@@ -50,6 +50,7 @@ import torch
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
+from .._checks import check_choice
 from .base import check_optimizer_class, hooked_step, split_param_groups
 
 DEFAULT_LR = 4e-4            # methods.md §5 (paper's GPT-2 range 1e-4 to 8e-4)
@@ -377,8 +378,7 @@ def create_adaprelora_optimizer(model: nn.Module, *, lr: float = DEFAULT_LR, var
     ``optimizer.state["adaprelora:<module name>:<adapter>"]``; it is saved and resumed by
     ``state_dict``/``load_state_dict``. Works under HF Trainer: clipping happens before ``step()``.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    check_choice("variant", variant, VARIANTS)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if beta2 is not None and not 0 <= beta2 < 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_choice
 from ..adapters.polar import PolarLinear
 from ..geometry import LANDING_FIELDS, landing_field
 from .base import split_param_groups, wrap_optimizer
@@ -61,8 +62,7 @@ def create_landing_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.O
     """
     if landing_lambda < 0:
         raise ValueError(f"landing_lambda must be >= 0, got {landing_lambda!r}")
-    if field not in LANDING_FIELDS:
-        raise ValueError(f"field must be one of {LANDING_FIELDS}, got {field!r}")
+    check_choice("field", field, LANDING_FIELDS)
     pairs = polar_factors(model)
     if not pairs:
         raise ValueError("create_landing_optimizer found no trainable PoLAR layer in the model; "

@@ -25,6 +25,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from .._checks import check_choice
 from ..adapters.stella import StellaLinear
 from ..geometry import polar_retraction, project_tangent, riemannian_gradient
 from .base import split_param_groups, wrap_optimizer
@@ -170,10 +171,8 @@ def create_stella_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.Op
 
     The returned optimizer has an attribute ``stella_scaling_size``: the c in use, or None.
     """
-    if retraction not in RETRACTIONS:
-        raise ValueError(f"retraction must be one of {RETRACTIONS}, got {retraction!r}")
-    if svd_driver not in SVD_DRIVERS:
-        raise ValueError(f"svd_driver must be one of {SVD_DRIVERS}, got {svd_driver!r}")
+    check_choice("retraction", retraction, RETRACTIONS)
+    check_choice("svd_driver", svd_driver, SVD_DRIVERS)
     factors = stella_factors(model)
     if not factors:
         raise ValueError("create_stella_optimizer found no trainable StelLA layer in the model; "
