@@ -383,9 +383,12 @@ def run_benchmark(config: BenchConfig | None = None, log=print) -> dict:
             "stable_rank": stable}
 
 
-def save_results(results: dict, path) -> Path:
-    """Write ``results`` (from ``run_benchmark``) as JSON, DataFrames as lists of records."""
+def save_results(results: dict, path, overwrite: bool = False) -> Path:
+    """Write ``results`` (from ``run_benchmark``) as JSON, DataFrames as lists of records; an
+    existing file is replaced only with ``overwrite=True``."""
     path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists: choose another output path or pass overwrite=True (--overwrite)")
     path.parent.mkdir(parents=True, exist_ok=True)
     plain = {k: v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v for k, v in results.items()}
     path.write_text(json.dumps(plain, indent=1))
@@ -427,8 +430,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m polar_lib.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny random model, small micro sweep (< 1 min on "
                         "2 cores); prints the ratios as a JSON object on the last line, writes no file")
-    parser.add_argument("--output", default=None, help="results file (default: runs/bench/results.json; "
-                        "none with --quick)")
+    parser.add_argument("--output", default=None, help="results file (default: runs/bench/results-<date-time>.json; "
+                        "none with --quick); an existing file is refused unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     lists = {"methods": str, "ranks": int, "target_modules": str, "micro_sizes": int, "micro_ranks": int}
     for f in fields(BenchConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -440,15 +444,17 @@ def main(argv=None) -> dict:
         else:
             parser.add_argument(flag, type=type(f.default), default=None)
     args = parser.parse_args(argv)
+    output = args.output or (None if args.quick else time.strftime("runs/bench/results-%Y%m%d-%H%M%S.json"))
+    if output and Path(output).exists() and not args.overwrite:
+        parser.error(f"--output {output} exists: choose another path or pass --overwrite")
     preset = QUICK if args.quick else BenchConfig()
     overrides = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if getattr(args, f.name) is not None}
     config = BenchConfig(**{**asdict(preset), **overrides})
 
     results = run_benchmark(config, log=lambda message: print(message, file=sys.stderr, flush=True))
     print(_report(results), flush=True)
-    output = args.output or (None if args.quick else "runs/bench/results.json")
     if output:
-        print(f"results written to {save_results(results, output)}", flush=True)
+        print(f"results written to {save_results(results, output, overwrite=args.overwrite)}", flush=True)
     print(json.dumps(ratios_json(results["summary"])), flush=True)
     return results
 

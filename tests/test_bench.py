@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from polar_lib.bench import QUICK, BenchConfig, load_results
+from polar_lib.bench import QUICK, BenchConfig, load_results, save_results
 from polar_lib.methods import METHODS
 
 
@@ -31,6 +31,16 @@ def test_quick_cli_prints_ratios_json_and_writes_results(tmp_path):
     assert {(row.n, row.r) for row in micro.itertuples()} == {(768, 4), (768, 32)}
     assert (micro[["landing_us", "svd_retraction_us", "qr_retraction_us", "speedup_svd"]] > 0).all().all()
     assert results["stable_rank"]["abs_difference"] < 1e-6
+
+    written = output.read_text()
+    again = subprocess.run([sys.executable, "-m", "polar_lib.bench", "--quick", "--output", str(output)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and f"--output {output} exists" in again.stderr and "--overwrite" in again.stderr
+    assert output.read_text() == written
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_results(results, output)
+    save_results(results, output, overwrite=True)
+    assert load_results(output)["environment"] == results["environment"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
