@@ -75,8 +75,6 @@ runs_dir = "../runs"
 figures_dir = "../runs/figures-ci"
 
 # %%
-import contextlib
-import io
 import math
 import time
 import warnings
@@ -89,26 +87,17 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from polar_lib.data import load_task
-from polar_lib.figures import save_figure
+from polar_lib.figures import quiet, save_figure
 from polar_lib.stable_rank import adapter_factors, adapter_stable_ranks, direction_distances, plot_direction_heatmap
-from polar_lib.train import RunConfig, load_run, train
+from polar_lib.train import RunConfig, load_run, steps_for_epochs, train
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.precision", 2)
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-
-@contextlib.contextmanager
-def quiet():
-    """Swallow the Trainer's log lines and loading bars (each run prints one line instead)."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
-
-
 figures_dir = Path(figures_dir)
 if epochs is not None:
-    max_steps = math.ceil(epochs * len(load_task(task, "train", limit=train_limit)) / (batch_size * grad_accum))
+    max_steps = steps_for_epochs(task, epochs, batch_size, grad_accum, train_limit)
 common = dict(model=model, task=task, lora_alpha=lora_alpha, target_modules=target_modules, max_steps=max_steps,
               batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, train_limit=train_limit,
               loss_on=loss_on, scheduler=scheduler, bf16=bf16, seed=seed, save_steps=save_steps)

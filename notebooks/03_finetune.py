@@ -80,10 +80,7 @@ runs_dir = "../runs"
 figures_dir = "../runs/figures-ci"
 
 # %%
-import contextlib
-import io
 import logging
-import math
 import time
 import warnings
 from pathlib import Path
@@ -97,10 +94,10 @@ import seaborn as sns
 
 from polar_lib.data import get_task, load_task
 from polar_lib.evaluate import evaluate_model, evaluate_run
-from polar_lib.figures import save_figure
+from polar_lib.figures import quiet, save_figure
 from polar_lib.models import load_model
 from polar_lib.stable_rank import adapter_stable_ranks
-from polar_lib.train import RunConfig, load_run, train
+from polar_lib.train import RunConfig, load_run, steps_for_epochs, train
 
 sns.set_theme(style="whitegrid", context="notebook")
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -108,19 +105,9 @@ logging.getLogger("lm_eval").setLevel(logging.ERROR)
 figures_dir = Path(figures_dir)
 
 
-@contextlib.contextmanager
-def quiet():
-    """Swallow the Trainer's log lines and lm-eval's progress bars (each run prints one line instead)."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
-
-
-
 def steps_for(task):
     """The step budget of one run on ``task`` (``max_steps``, or ``epochs`` over its training split)."""
-    if epochs is None:
-        return max_steps
-    return math.ceil(epochs * len(load_task(task, "train", limit=train_limit)) / (batch_size * grad_accum))
+    return max_steps if epochs is None else steps_for_epochs(task, epochs, batch_size, grad_accum, train_limit)
 
 
 common = dict(model=model, lora_alpha=lora_alpha, target_modules=target_modules, batch_size=batch_size,

@@ -60,7 +60,7 @@ import pandas as pd
 import torch
 
 from ._checks import check_choice
-from .geometry import landing_field, polar_retraction, qr_retraction
+from .geometry import dense_landing_field, landing_field, polar_retraction, qr_retraction
 from .methods import METHODS, make_optimizer, prepare
 from .models import load_model
 from .stable_rank import benchmark_stable_rank
@@ -70,7 +70,6 @@ __all__ = ["BenchConfig", "QUICK", "PAPER_MICRO_US", "run_benchmark", "step_benc
 
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 REFERENCE = "lora"
-MICRO_OPS = ("landing", "svd_retraction", "qr_retraction", "landing_dense")
 MICRO_BLOCK_S = 0.02
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -275,12 +274,6 @@ def ratios_json(summary: pd.DataFrame) -> dict:
 # Micro-benchmark: one landing update against one retraction
 # ---------------------------------------------------------------------------------------------
 
-def _dense_landing_update(Z, G, landing_lambda):
-    """The original's form: Z − [(G Zᵀ − Z Gᵀ) Z + λ Z (ZᵀZ − I)], with its n×n matrix."""
-    eye = torch.eye(Z.shape[1], dtype=Z.dtype, device=Z.device)
-    return Z - ((G @ Z.T - Z @ G.T) @ Z + landing_lambda * Z @ (Z.T @ Z - eye))
-
-
 def _block_seconds(fn, number: int, device) -> float:
     _synchronize(device)
     start = time.perf_counter()
@@ -307,7 +300,7 @@ def micro_benchmark(config: BenchConfig, log=print) -> pd.DataFrame:
                    "svd_retraction": lambda: polar_retraction(Z + G),
                    "qr_retraction": lambda: qr_retraction(Z + G)}
             if config.dense_landing:
-                ops["landing_dense"] = lambda: _dense_landing_update(Z, G, 1.0)
+                ops["landing_dense"] = lambda: Z - dense_landing_field(Z, G, 1.0)
             numbers = {}
             for op, fn in ops.items():  # warm-up, then calls per block so that a block lasts ≥ MICRO_BLOCK_S
                 fn()

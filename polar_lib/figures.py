@@ -1,6 +1,9 @@
-"""Saving a figure together with the numbers behind it (PNG + CSV side by side)."""
+"""What the notebooks share: saving a figure with the numbers behind it (PNG + CSV side by side),
+and silencing a library's own output while a notebook prints one line per run."""
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -17,3 +20,10 @@ def save_figure(fig, data: pd.DataFrame, name: str, figures_dir: str | Path) -> 
     fig.savefig(png, dpi=120, bbox_inches="tight")
     data.to_csv(figures_dir / f"{name}.csv", index=False)
     return png
+
+
+@contextlib.contextmanager
+def quiet():
+    """Swallow stdout and stderr inside the block (the Trainer's log lines, lm-eval's progress bars)."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield

@@ -1,7 +1,8 @@
 """Stiefel-manifold maths shared by every geometry-aware adapter.
 
 St(n, r) = {Z ∈ R^{n×r} : ZᵀZ = I_r}, Z tall (n ≥ r). Everything here costs O(n r²) time and
-O(n r) memory: no n×n matrix is ever formed. Wide factors (PEFT's ``lora_A``, r×n) are passed
+O(n r) memory: no n×n matrix is ever formed, except in ``dense_landing_field``, the original's
+form kept as the reference the tests and the benchmark compare against. Wide factors (PEFT's ``lora_A``, r×n) are passed
 through their transpose.
 
 References: landing (Ablin & Peyré, AISTATS 2022; Ablin, Vary, Gao & Absil, 2024), as used by
@@ -20,6 +21,7 @@ __all__ = [
     "riemannian_gradient",
     "project_tangent",
     "landing_field",
+    "dense_landing_field",
     "polar_retraction",
     "qr_retraction",
     "random_stiefel",
@@ -80,6 +82,14 @@ def landing_field(
     M = landing_lambda * C if field == "euclidean" else torch.addmm(C, G.mT, Z, beta=landing_lambda, alpha=-1)
     M.diagonal().sub_(landing_lambda)
     return torch.addmm(G if field == "euclidean" else G @ C, Z, M)
+
+
+def dense_landing_field(Z: torch.Tensor, G: torch.Tensor, landing_lambda: float) -> torch.Tensor:
+    """The PoLAR code's form of the landing field, with its n×n skew matrix: O(n² r) time, O(n²) memory.
+
+    (G Zᵀ − Z Gᵀ) Z + λ Z (ZᵀZ − I); ``landing_field`` computes the same field in O(n r²).
+    """
+    return (G @ Z.mT - Z @ G.mT) @ Z + landing_lambda * Z @ (Z.mT @ Z - _eye_like(Z.mT @ Z))
 
 
 def polar_retraction(Y: torch.Tensor) -> torch.Tensor:

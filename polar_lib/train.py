@@ -153,6 +153,18 @@ def load_trained(run_dir: str | Path):
     return PeftModel.from_pretrained(model, Path(run_dir) / "adapter"), tokenizer
 
 
+def steps_for_epochs(task: str, epochs: float, batch_size: int, grad_accum: int = 1,
+                     train_limit: int | None = None, data_dir: str | Path | None = None) -> int:
+    """Optimizer steps for ``epochs`` passes over ``task``'s training split (its first ``train_limit``
+    examples): ⌈epochs · N / (batch_size · grad_accum)⌉, the ``max_steps`` of a run given in epochs."""
+    if not epochs > 0:
+        raise ValueError(f"epochs must be > 0, got {epochs!r}")
+    if batch_size < 1 or grad_accum < 1:
+        raise ValueError(f"batch_size and grad_accum must be >= 1, got {batch_size!r} and {grad_accum!r}")
+    examples = task_data.load_task(task, split="train", data_dir=data_dir, limit=train_limit)
+    return math.ceil(epochs * len(examples) / (batch_size * grad_accum))
+
+
 def train(config: RunConfig, runs_dir: str | Path = "runs", run_dir: str | Path | None = None, *,
           data_dir: str | Path | None = None, progress: bool = True, callbacks=None) -> Path:
     """Train (or reuse, or resume) the run of ``config``; return its directory."""

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from polar_lib.finetune import main as finetune_main
-from polar_lib.train import RunConfig, load_run, load_trained, train
+from polar_lib.train import RunConfig, load_run, load_trained, steps_for_epochs, train
 
 TINY = dict(model="tiny-llama", task="arc_easy", train_limit=16, batch_size=4, max_length=64, lora_dropout=0.0)
 RIEMANNIAN = ["polar", "stella", "lora+adaprelora", "lora+riemannian"]
@@ -84,3 +84,14 @@ def test_cli_help_and_errors(capsys, tmp_path):
             finetune_main(args + ["--runs-dir", str(tmp_path)])
         assert exit_info.value.code == 2
         assert listed in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("epochs, batch_size, grad_accum, steps", [
+    (1, 4, 1, 8),      # 32 examples / 4
+    (2, 4, 2, 8),      # 64 / 8
+    (1.5, 5, 1, 10),   # 48 / 5 = 9.6, rounded up: the last batch counts
+])
+def test_steps_for_epochs(epochs, batch_size, grad_accum, steps):
+    assert steps_for_epochs("arc_easy", epochs, batch_size, grad_accum, train_limit=32) == steps
+    with pytest.raises(ValueError, match="epochs must be > 0"):
+        steps_for_epochs("arc_easy", 0, batch_size)
