@@ -146,8 +146,8 @@ save_figure(fig, micro, "04_runtime_landing_vs_retraction", figures_dir)
 # How to read them. A thin SVD of a tall n×r matrix is itself O(n r²) (a QR, then an r×r SVD), so
 # on a CPU the landing update (four O(n r²) matrix products, fused into `addmm` calls) wins by a
 # small constant factor, not by the paper's margins, which come from GPU SVDs being slow. At r = 4
-# the two are close: the skinny products run far below peak speed (an n×4 by 4×4 product takes
-# about ten times as long as adding two n×4 matrices), and which update wins depends on the thread
+# the two are close: the skinny products run far below peak speed (an n×4 by 4×4 product took 4–13
+# times as long as adding two n×4 matrices, n = 768–11008, 1 thread), and which update wins depends on the thread
 # count — on the 2-core development machine the landing update won by 1.1–1.25× with 2 threads (the
 # `cpu` profile) and lost by 0.80–0.85× with 1 thread, where LAPACK's SVD of an n×4 matrix pays no
 # threading overhead. In a training step both are dwarfed by the forward and

@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 from peft import PeftModel, get_peft_model, save_as_lora
+from safetensors.torch import load_file
 from torch import nn
 
 from polar_lib.adapters.stella import StellaConfig, StellaLinear
@@ -124,6 +125,9 @@ def test_save_and_stock_load_in_fresh_process(tmp_path, token_batch):
     for diag_s in (True, False):
         config = json.loads((tmp_path / f"diag_{diag_s}" / "adapter_config.json").read_text())
         assert config["peft_type"] == "STELLA" and config["diag_s"] is diag_s
+        saved = load_file(tmp_path / f"diag_{diag_s}" / "adapter_model.safetensors")
+        S = next(v for k, v in saved.items() if "self_attn.q_proj.lora_S" in k)
+        assert tuple(S.shape) == ((4,) if diag_s else (4, 4))
 
 
 def test_retraction_is_polar_factor_of_its_argument():
