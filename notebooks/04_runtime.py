@@ -163,8 +163,7 @@ for method, target in (("polar", 1.10), ("stella", 1.25)):
     if method in order:
         worst = summary[summary.method == method].step_ratio.max()
         print(f"{method}: worst step ratio {worst:.2f}× ({'within' if worst <= target else 'above'} {target:.2f}×)")
-table = micro[["n", "r", "landing_us", "svd_retraction_us", "speedup_svd", "speedup_qr"]].merge(
-    paper, on=["n", "r"], how="left")
+table = micro[["n", "r", "landing_us", "svd_retraction_us", "speedup_svd", "speedup_qr", "paper_speedup"]]
 print(f"\nlanding faster than the SVD retraction in {(micro.speedup_svd > 1).sum()} of {len(micro)} sizes; "
       f"speed-up {micro.speedup_svd.min():.1f}× to {micro.speedup_svd.max():.1f}× "
       f"(paper, n×n landing on GPU: {paper.paper_speedup.min():.2f}× to {paper.paper_speedup.max():.1f}×)")
