@@ -15,6 +15,12 @@ Where the data comes from (``data_dir``), in this order: an explicit argument, `
 ``polar_lib.models.cache_dir``) into which each file is downloaded from its source on first use and
 checked against its recorded sha256.
 
+Every file read is checked against its sha256 in ``data/sources.csv`` (hashed once; the digest is
+cached by path, size and mtime in ``<cache_dir()>/checksums.json``): a truncated or edited file is
+refused with its name and the expected checksum. To train on data edited on purpose, set
+``POLAR_DATA_VERIFY=0``; the file's checksum (``file_sha256``) is part of every run's identity, so
+an edited file never reuses a run made from the original.
+
 A model sees an example as ``format_prompt(example)`` followed by ``" " + answer_text(example)``:
 training targets and evaluation continuations are built from these two functions only.
 """
@@ -202,8 +208,49 @@ def download(relative_path: str, target_dir: str | Path) -> Path:
     return target
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of ``path``, hashed once per (path, size, mtime): later calls read the digest from
+    ``<cache_dir()>/checksums.json``."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    index_file = cache_dir() / "checksums.json"
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError):
+        index = {}
+    entry = index.get(str(path))
+    if entry is not None and entry[:2] == stamp:
+        return entry[2]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    index[str(path)] = stamp + [digest]
+    index_file.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=index_file.parent, suffix=".part", delete=False) as part:
+        json.dump(index, part)
+    os.replace(part.name, index_file)  # atomic: concurrent writers lose an entry at worst, never the file
+    return digest
+
+
+def verification_enabled() -> bool:
+    """Whether files are checked against ``data/sources.csv`` (``POLAR_DATA_VERIFY=0`` turns it off)."""
+    return os.environ.get("POLAR_DATA_VERIFY", "1") != "0"
+
+
+def verify_file(path: Path, relative_path: str) -> None:
+    """Raise ``DataError`` naming ``path`` and the expected sha256 unless the file matches ``data/sources.csv``."""
+    source = sources().get(relative_path)
+    if source is None or not verification_enabled():
+        return
+    digest = file_sha256(path)
+    if digest != source.sha256:
+        raise DataError(f"data file {path} does not match data/sources.csv: sha256 {digest}, expected "
+                        f"{source.sha256} (truncated or edited? restore it from {source.url}, or set "
+                        "POLAR_DATA_VERIFY=0 to use edited data on purpose)")
+
+
 def task_file(name: str, split: str = "test", data_dir: str | Path | None = None) -> Path:
-    """The file holding ``split`` of task ``name`` (downloaded first when the cache is in use)."""
+    """The file holding ``split`` of task ``name`` (downloaded first when the cache is in use), checked
+    against its recorded sha256 (``verify_file``)."""
     task = get_task(name)
     if split not in task.files:
         raise ValueError(f"task {name!r} has no split {split!r}; its splits: {', '.join(task.splits)}")
@@ -213,6 +260,7 @@ def task_file(name: str, split: str = "test", data_dir: str | Path | None = None
         if not downloadable:
             raise FileNotFoundError(f"data file {path} not found (task {name!r}, split {split!r})")
         download(task.files[split], directory)
+    verify_file(path, task.files[split])
     return path
 
 

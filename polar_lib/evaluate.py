@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from . import data as task_data
+from ._log import log
 from .models import cache_dir
 
 MATH_MAX_NEW_TOKENS = 32
@@ -213,21 +214,49 @@ def finished_run_config(run_dir: str | Path):
     return config
 
 
+def evaluation_key(tasks: list[str], limit: int | None, online: bool, data_dir: str | Path | None = None) -> dict:
+    """What an evaluation's result depends on besides the run: per task, the test file's sha256 and
+    the lm-eval config built from it (prompts, metrics, generation settings); the limit; online or
+    not; polar_lib's and lm-eval's versions."""
+    from importlib.metadata import version
+
+    from . import __version__
+
+    per_task = {}
+    for task in tasks:
+        entry = task_data.get_task(task)
+        if online:
+            per_task[task] = {"metric": entry.metric, "lm_eval_task": entry.lm_eval_task}
+            continue
+        config = lm_eval_task_config(task, data_dir, limit)
+        records = Path(config.pop("dataset_kwargs")["data_files"]["test"]).name  # content-addressed, not the path
+        per_task[task] = {"sha256": task_data.file_sha256(task_data.task_file(task, "test", data_dir)),
+                          "records": records, "config": json.loads(json.dumps(config, default=_qualified_name))}
+    return {"tasks": per_task, "limit": limit, "online": online,
+            "versions": {"polar_lib": __version__, "lm_eval": version("lm_eval")}}
+
+
+def _qualified_name(value) -> str:
+    return f"{value.__module__}.{value.__qualname__}"
+
+
 def evaluate_run(run_dir: str | Path, tasks: list[str] | None = None, limit: int | None = None,
                  batch_size: int = 8, data_dir: str | Path | None = None, online: bool = False) -> pd.DataFrame:
     """``evaluate_model`` on the finished run in ``run_dir`` (``tasks`` default: the run's own task).
 
-    The result is cached as ``<run_dir>/eval-<hash>.json``, keyed by tasks, limit and online, and
-    reused when present.
+    The result is cached as ``<run_dir>/eval-<hash>.json`` and reused when present, keyed by
+    ``evaluation_key``: the tasks, the limit, online or not, each test file's sha256 and task config,
+    and the versions of polar_lib and lm-eval.
     """
     from .train import load_trained
 
     config = finished_run_config(run_dir)
     run_dir = Path(run_dir)
     tasks = check_tasks([config.task] if tasks is None else tasks, online)
-    key = {"tasks": tasks, "limit": limit, "online": online}
-    cache = run_dir / f"eval-{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:10]}.json"
+    key = evaluation_key(tasks, limit, online, data_dir)
+    cache = run_dir / f"eval-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]}.json"
     if cache.exists():
+        log.info(f"using the cached evaluation {cache} (same run, tasks, data and settings)")
         return pd.DataFrame(json.loads(cache.read_text())["results"], columns=COLUMNS)
     model, tokenizer = load_trained(run_dir)
     table = evaluate_model(model, tokenizer, tasks, limit=limit, batch_size=batch_size, data_dir=data_dir,

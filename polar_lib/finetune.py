@@ -15,10 +15,10 @@ import sys
 from .data import task_names
 from .methods import METHODS
 from .models import KNOWN_MODELS
-from .train import RunConfig, train
+from .train import RunConfig, execute, plan_run
 
 HELP = {
-    "model": f"model name {KNOWN_MODELS}, a hub id or a local folder",
+    "model": f"model (required): one of {KNOWN_MODELS}, a hub id or a local folder",
     "method": f"one of {tuple(METHODS)}",
     "task": "training task (one with a train split), e.g. arc_easy, boolq, openbookqa",
     "r": "adapter rank",
@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if f.type == "bool":
+        if f.name == "model":  # no silent default: the Python default is a random test model
+            parser.add_argument(flag, required=True, help=HELP[f.name])
+        elif f.type == "bool":
             parser.add_argument(flag, action="store_true", help=HELP[f.name])
         elif f.type == "dict":
             parser.add_argument(flag, type=json.loads, default=default, help=HELP[f.name])
@@ -68,17 +70,15 @@ def main(argv=None) -> None:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     options = {k: args.pop(k) for k in ("runs_dir", "run_dir", "data_dir", "no_progress")}
-    if "," in args["target_modules"]:
+    if args["target_modules"] != "all-linear":  # names, never a regex (PEFT reads a plain string as one)
         args["target_modules"] = args["target_modules"].split(",")
     if args["task"] not in task_names():
         parser.error(f"unknown task {args['task']!r}; valid tasks: {', '.join(task_names())}")
-    try:
-        config = RunConfig(**args)
-    except ValueError as error:
-        parser.error(str(error))
-    run_dir = train(config, options["runs_dir"], options["run_dir"], data_dir=options["data_dir"],
-                    progress=not options["no_progress"])
-    print(run_dir)
+    try:  # everything that can fail is checked here, before anything is written
+        plan = plan_run(RunConfig(**args), options["runs_dir"], options["run_dir"], data_dir=options["data_dir"])
+    except (ValueError, OSError) as error:
+        parser.error(str(error).splitlines()[0])
+    print(execute(plan, progress=not options["no_progress"]))
 
 
 if __name__ == "__main__":

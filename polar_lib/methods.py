@@ -11,6 +11,8 @@ AdamW on GPT-2).
 """
 from __future__ import annotations
 
+import copy
+import inspect
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -18,6 +20,8 @@ from typing import Callable
 import torch
 from peft import LoraConfig, get_peft_model
 from peft.optimizers import create_riemannian_optimizer
+from peft.tuners.tuners_utils import _maybe_include_all_linear_layers, check_target_module_exists
+from torch import nn
 
 from .adapters import PolarConfig, StellaConfig, TopLoraConfig
 from .optim import create_adaprelora_optimizer, create_landing_optimizer, create_stella_optimizer
@@ -67,14 +71,53 @@ def make_config(method: str, *, r: int = 8, lora_alpha: float | None = None, tar
                             target_modules=target_modules, lora_dropout=lora_dropout, **kwargs)
 
 
+def targeted_layers(model: nn.Module, config) -> dict[str, nn.Module]:
+    """The modules of ``model`` that PEFT would adapt under ``config`` (``"all-linear"`` expanded as PEFT does)."""
+    resolved = _maybe_include_all_linear_layers(copy.deepcopy(config), model)
+    return {name: module for name, module in model.named_modules()
+            if name and check_target_module_exists(resolved, name)}
+
+
+def check_targets(model: nn.Module, config) -> None:
+    """Refuse, before any adapter is built, targets that match nothing, targets that are not
+    ``nn.Linear``, and an ``r`` above min(in_features, out_features) of a targeted layer."""
+    layers = targeted_layers(model, config)
+    if not layers:
+        suffixes = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+        targets = config.target_modules
+        targets = targets if isinstance(targets, str) or targets is None else sorted(targets)
+        raise ValueError(f"target_modules {targets!r} match no layer of {type(model).__name__}; "
+                         f"allowed: 'all-linear' or names among {suffixes}")
+    for name, module in layers.items():
+        if not isinstance(module, nn.Linear):
+            raise ValueError(f"target_modules: {name} is a {type(module).__name__}; polar_lib adapts nn.Linear "
+                             "layers only (use peft.get_peft_model for LoRA on other layer types)")
+        limit = min(module.in_features, module.out_features)
+        if config.r > limit:
+            raise ValueError(f"r must be at most {limit} = min(in, out) of the targeted layer {name} "
+                             f"({module.in_features} -> {module.out_features}), got {config.r}")
+
+
 def prepare(model, method: str, *, r: int = 8, lora_alpha: float | None = None, target_modules="all-linear",
             lora_dropout: float = 0.05, **overrides):
-    """Wrap ``model`` with the adapter of ``method`` (stock ``peft.get_peft_model``)."""
-    return get_peft_model(model, make_config(method, r=r, lora_alpha=lora_alpha, target_modules=target_modules,
-                                             lora_dropout=lora_dropout, **overrides))
+    """Wrap ``model`` with the adapter of ``method`` (stock ``peft.get_peft_model``), after ``check_targets``."""
+    config = make_config(method, r=r, lora_alpha=lora_alpha, target_modules=target_modules,
+                         lora_dropout=lora_dropout, **overrides)
+    check_targets(model, config)
+    return get_peft_model(model, config)
+
+
+def optimizer_settings(method: str, *, lr: float | None = None, **overrides) -> dict:
+    """The keyword arguments ``make_optimizer`` builds the optimizer of ``method`` with: ``lr`` (the
+    registry's unless given), ``weight_decay`` (0 unless given, for every method, as in the papers),
+    ``overrides``, and the factory's own defaults for the rest (e.g. PoLAR's ``landing_lambda``)."""
+    entry = get_method(method)
+    parameters = inspect.signature(entry.optimizer_factory).parameters.values()
+    settings = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    return settings | {"lr": entry.lr if lr is None else lr, "weight_decay": 0.0} | overrides
 
 
 def make_optimizer(model, method: str, *, lr: float | None = None, **overrides) -> torch.optim.Optimizer:
-    """The optimizer of ``method`` for a model made by ``prepare``; ``lr`` defaults to the paper's."""
-    entry = get_method(method)
-    return entry.optimizer_factory(model, lr=entry.lr if lr is None else lr, **overrides)
+    """The optimizer of ``method`` for a model made by ``prepare``, built with ``optimizer_settings``
+    (``lr`` defaults to the paper's, ``weight_decay`` to 0 for every method)."""
+    return get_method(method).optimizer_factory(model, **optimizer_settings(method, lr=lr, **overrides))

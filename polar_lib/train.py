@@ -4,38 +4,48 @@ Gradient accumulation, bf16, DDP (``torchrun``), logging, checkpointing and resu
 the Trainer; the method brings its adapter (``methods.prepare``) and its optimizer
 (``methods.make_optimizer``), whose ``step()`` sees the clipped gradient as in the PoLAR code.
 
-A run lives in one directory::
+A run lives in one directory named after the hash of its identity (``run_identity``: the
+``RunConfig``, the values the registry fills in, the package versions, the training file's sha256)::
 
-    <run_dir>/config.json     the full RunConfig (written first)
+    <run_dir>/config.json     the identity (written once everything is validated)
     <run_dir>/checkpoints/    Trainer checkpoints (adapter, optimizer, scheduler, RNG states)
     <run_dir>/adapter/        the final adapter (stock ``PeftModel.from_pretrained`` loads it)
     <run_dir>/metrics.json    training metrics (written last: its presence marks a finished run)
 
-A finished run with the same config is reused, never retrained; an interrupted one resumes from its
-last checkpoint (bit-identical to an uninterrupted run on CPU); a directory holding a different
-run is never overwritten.
+Everything that can fail (model, task and split, data, scheduler, targets, r) is checked before
+anything is written. A finished run with the same identity is reused, never retrained; an
+interrupted one resumes from its last checkpoint (bit-identical to an uninterrupted run on CPU); a
+directory holding a different run is never overwritten; a lock beside the run directory makes a
+second process wait for the first instead of training the same run again.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import SchedulerType, get_last_checkpoint
 
+from . import __version__
 from ._checks import check_choice
+from ._log import log
 from . import data as task_data
-from .methods import get_method, make_optimizer, prepare
+from .methods import get_method, make_config, make_optimizer, optimizer_settings, prepare
 from .models import check_model_name, load_model
 
 ENCODER_MODELS = ("minilm-l6", "tiny-bert")
 LOSS_ON = ("answer", "sequence")
+SCHEDULERS = tuple(s.value for s in SchedulerType)
+VERSIONED = ("torch", "transformers", "peft")  # the libraries whose version can change a run's numbers
 
 
 @dataclass
@@ -78,6 +88,7 @@ class RunConfig:
         get_method(self.method)
         task_data.get_task(self.task)
         check_choice("loss_on", self.loss_on, LOSS_ON)
+        check_choice("scheduler", self.scheduler, SCHEDULERS)
         for name in ("r", "max_steps", "batch_size", "grad_accum", "max_length", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -91,9 +102,75 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def run_name(self) -> str:
-        digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.task}-{self.method}-r{self.r}-seed{self.seed}-{digest}"
+    def peft_options(self) -> dict:
+        """The PEFT config fields beyond r, α, targets and dropout (encoders also train their new head)."""
+        options = dict(self.adapter_options)
+        if self.model_task == "sequence-classification":
+            options.setdefault("task_type", "SEQ_CLS")
+        return options
+
+
+def _jsonable(value):
+    """``value`` in a canonical JSON form: sets sorted, tuples as lists, classes and enums by name."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(_jsonable(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(getattr(value, "value", value))
+
+
+def run_identity(config: RunConfig, data_dir: str | Path | None = None) -> dict:
+    """Everything that determines the run of ``config``, as written to its ``config.json``:
+
+    - ``config``: the ``RunConfig`` fields as given;
+    - ``resolved``: what the registry fills in — the full PEFT adapter config (α, Θ mode, init, ...)
+      and every optimizer setting (lr, weight decay, λ, ...; ``methods.optimizer_settings``);
+    - ``versions``: polar_lib's and those of torch, transformers and peft;
+    - ``data``: the training file and its sha256 (``data.file_sha256``).
+
+    Raises (before anything is written) for a task without a training split or a missing data file.
+    """
+    task = task_data.get_task(config.task)
+    if "train" not in task.files:
+        with_train = [name for name, t in task_data.TASKS.items() if "train" in t.files]
+        raise ValueError(f"task {config.task!r} has no train split; tasks with one: {', '.join(with_train)}")
+    train_file = task_data.task_file(config.task, "train", data_dir)
+    adapter = make_config(config.method, r=config.r, lora_alpha=config.lora_alpha,
+                          target_modules=config.target_modules, lora_dropout=config.lora_dropout,
+                          **config.peft_options()).to_dict()
+    optimizer = optimizer_settings(config.method, lr=config.lr, weight_decay=config.weight_decay,
+                                   **config.optimizer_options)
+    return _jsonable({
+        "config": config.to_dict(),
+        "resolved": {"adapter": adapter, "optimizer": optimizer},
+        "versions": {"polar_lib": __version__, **{name: version(name) for name in VERSIONED}},
+        "data": {"file": task.files["train"], "sha256": task_data.file_sha256(train_file)},
+    })
+
+
+def run_name(identity: dict) -> str:
+    """``<task>-<method>-r<r>-seed<seed>-<first 10 hex digits of the identity's sha1>``."""
+    config = identity["config"]
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{config['task']}-{config['method']}-r{config['r']}-seed{config['seed']}-{digest}"
+
+
+def differing_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two identities, as ``key: old -> new``."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += differing_fields(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
 
 
 def tokenize_examples(examples, tokenizer, model_task: str, max_length: int, loss_on: str) -> list[dict]:
@@ -136,7 +213,7 @@ def pad_batch(rows: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
 def load_run(run_dir: str | Path) -> tuple[RunConfig, dict | None]:
     """The config of the run in ``run_dir`` and its metrics (None while unfinished)."""
     run_dir = Path(run_dir)
-    config = RunConfig(**json.loads((run_dir / "config.json").read_text()))
+    config = RunConfig(**json.loads((run_dir / "config.json").read_text())["config"])
     metrics_file = run_dir / "metrics.json"
     return config, json.loads(metrics_file.read_text()) if metrics_file.exists() else None
 
@@ -165,51 +242,99 @@ def steps_for_epochs(task: str, epochs: float, batch_size: int, grad_accum: int 
     return math.ceil(epochs * len(examples) / (batch_size * grad_accum))
 
 
-def train(config: RunConfig, runs_dir: str | Path = "runs", run_dir: str | Path | None = None, *,
-          data_dir: str | Path | None = None, progress: bool = True, callbacks=None) -> Path:
-    """Train (or reuse, or resume) the run of ``config``; return its directory."""
-    run_dir = Path(run_dir) if run_dir is not None else Path(runs_dir) / config.run_name()
+@dataclass
+class RunPlan:
+    """A validated run, nothing written yet: ``plan_run``'s answer, ``execute``'s input."""
+
+    config: RunConfig
+    run_dir: Path
+    identity: dict
+    data_dir: str | Path | None
+    finished: bool
+    built: tuple | None = field(default=None, repr=False)  # _build's result, made while validating
+
+
+def plan_run(config: RunConfig, runs_dir: str | Path = "runs", run_dir: str | Path | None = None, *,
+             data_dir: str | Path | None = None) -> RunPlan:
+    """Check everything about ``config`` that can fail, writing nothing: the task's training split
+    and its file (checksum included), an existing ``run_dir`` holding another run (the differing
+    fields are named), and — unless the run is finished — the model, the targets and r (by building
+    the adapter on the model and the optimizer)."""
+    identity = run_identity(config, data_dir)
+    run_dir = Path(run_dir) if run_dir is not None else Path(runs_dir) / run_name(identity)
     config_file = run_dir / "config.json"
     if config_file.exists():
-        if json.loads(config_file.read_text()) != config.to_dict():
-            raise FileExistsError(f"{run_dir} holds a different run (see its config.json); "
+        changes = differing_fields(json.loads(config_file.read_text()), identity)
+        if changes:
+            raise FileExistsError(f"{run_dir} holds a different run ({'; '.join(changes)}); "
                                   "choose another run_dir or delete that one")
-        if (run_dir / "metrics.json").exists():
-            return run_dir  # finished: reuse
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if int(os.environ.get("RANK", "0")) == 0:
-        config_file.write_text(json.dumps(config.to_dict(), indent=1))
+    plan = RunPlan(config, run_dir, identity, data_dir, (run_dir / "metrics.json").exists())
+    if not plan.finished:
+        plan.built = _build(plan)  # the model, the adapter and the optimizer: a bad target or r fails here
+    return plan
 
-    examples = task_data.load_task(config.task, split="train", data_dir=data_dir, limit=config.train_limit)
+
+def _build(plan: RunPlan):
+    """The training examples, the model with its adapter, its tokenizer and the optimizer of ``plan``."""
+    config = plan.config
+    examples = task_data.load_task(config.task, split="train", data_dir=plan.data_dir, limit=config.train_limit)
     num_labels = max(len(getattr(e, "choices", ())) for e in examples) if config.model_task != "causal-lm" else 2
     model, tokenizer = load_model(config.model, task=config.model_task, seed=config.seed, num_labels=num_labels)
-    adapter_options = dict(config.adapter_options)
-    if config.model_task == "sequence-classification":
-        adapter_options.setdefault("task_type", "SEQ_CLS")  # trains the new classifier head too
     model = prepare(model, config.method, r=config.r, lora_alpha=config.lora_alpha,
-                    target_modules=config.target_modules, lora_dropout=config.lora_dropout, **adapter_options)
+                    target_modules=config.target_modules, lora_dropout=config.lora_dropout,
+                    **config.peft_options())
     optimizer = make_optimizer(model, config.method, lr=config.lr, weight_decay=config.weight_decay,
                                **config.optimizer_options)
-    rows = tokenize_examples(examples, tokenizer, config.model_task, config.max_length, config.loss_on)
+    return examples, num_labels, model, tokenizer, optimizer
 
-    args = TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"), max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-        lr_scheduler_type=config.scheduler, warmup_steps=math.ceil(config.warmup_ratio * config.max_steps),
-        max_grad_norm=config.max_grad_norm, bf16=config.bf16, seed=config.seed, data_seed=config.seed,
-        save_strategy="steps", save_steps=config.save_steps, logging_steps=max(1, config.max_steps // 20),
-        report_to=[], disable_tqdm=not progress, remove_unused_columns=False, dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=rows, optimizers=(optimizer, None),
-                      data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id), callbacks=callbacks)
-    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
-    result = trainer.train(resume_from_checkpoint=last)
-    if trainer.is_world_process_zero():
-        model.save_pretrained(run_dir / "adapter")
-        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-        metrics = {"train_loss": result.training_loss, "loss_history": losses, "steps": trainer.state.global_step,
-                   "train_runtime_s": result.metrics.get("train_runtime"), "num_labels": num_labels,
-                   "num_train_examples": len(rows), "resumed_from": last}
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+
+def execute(plan: RunPlan, *, progress: bool = True, callbacks=None) -> Path:
+    """Train the run of ``plan`` (or reuse it when finished, or resume it when interrupted); return its directory.
+
+    Outside ``torchrun`` the run directory's lock is held throughout: a second process planning the same
+    run waits, then finds it finished and reuses it.
+    """
+    run_dir, config = plan.run_dir, plan.config
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # ranks train together: no lock between them
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext() if distributed else FileLock(run_dir.parent / f".{run_dir.name}.lock"):
+        if (run_dir / "metrics.json").exists():
+            log.info(f"reusing the finished run {run_dir} (same identity; delete it to retrain)")
+            return run_dir
+        examples, num_labels, model, tokenizer, optimizer = plan.built or _build(plan)
+        plan.built = None  # the Trainer changes the model: never train it twice
+        run_dir.mkdir(exist_ok=True)
+        if int(os.environ.get("RANK", "0")) == 0:
+            (run_dir / "config.json").write_text(json.dumps(plan.identity, indent=1))
+        rows = tokenize_examples(examples, tokenizer, config.model_task, config.max_length, config.loss_on)
+        args = TrainingArguments(
+            output_dir=str(run_dir / "checkpoints"), max_steps=config.max_steps,
+            per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+            lr_scheduler_type=config.scheduler, warmup_steps=math.ceil(config.warmup_ratio * config.max_steps),
+            max_grad_norm=config.max_grad_norm, bf16=config.bf16, seed=config.seed, data_seed=config.seed,
+            save_strategy="steps", save_steps=config.save_steps, logging_steps=1,  # every step's loss is kept
+            report_to=[], disable_tqdm=not progress, remove_unused_columns=False, dataloader_num_workers=0,
+            use_cpu=not torch.cuda.is_available(),
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=rows, optimizers=(optimizer, None),
+                          data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id), callbacks=callbacks)
+        last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
+        if last is not None:
+            log.info(f"resuming the interrupted run {run_dir} from {Path(last).name}")
+        result = trainer.train(resume_from_checkpoint=last)
+        if trainer.is_world_process_zero():
+            model.save_pretrained(run_dir / "adapter")
+            losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+            losses = [losses[step] for step in sorted(losses)]
+            metrics = {"train_loss": sum(losses) / len(losses),  # all steps, also after a resume
+                       "loss_history": losses, "steps": trainer.state.global_step,
+                       "train_runtime_s": result.metrics.get("train_runtime"), "num_labels": num_labels,
+                       "num_train_examples": len(rows), "resumed_from": last}
+            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return run_dir
+
+
+def train(config: RunConfig, runs_dir: str | Path = "runs", run_dir: str | Path | None = None, *,
+          data_dir: str | Path | None = None, progress: bool = True, callbacks=None) -> Path:
+    """Train (or reuse, or resume) the run of ``config``; return its directory: ``execute(plan_run(...))``."""
+    return execute(plan_run(config, runs_dir, run_dir, data_dir=data_dir), progress=progress, callbacks=callbacks)

@@ -3,6 +3,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -129,7 +130,8 @@ def test_math_answers_must_be_finite_numbers(answer, message):
         data.parse_math({"instruction": "How many?", "answer": answer})
 
 
-def test_malformed_record_error_names_file_and_record(tmp_path):
+def test_malformed_record_error_names_file_and_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLAR_DATA_VERIFY", "0")  # hand-written files: not the recorded ones
     bad = dict(PIQA_RECORD, answer="solution3")
     path = write_records(tmp_path, "commonsense/piqa/test.json", [PIQA_RECORD, PIQA_RECORD, bad])
     with pytest.raises(DataError, match=re.escape(f"{path}: record 2: answer 'solution3'")):
@@ -138,6 +140,47 @@ def test_malformed_record_error_names_file_and_record(tmp_path):
     path.write_text('{"instruction": ')
     with pytest.raises(DataError, match=re.escape(f"{path}: not valid JSON")):
         data.load_task("piqa", data_dir=tmp_path)
+
+
+def copy_task_file(tmp_path, relative_path) -> Path:
+    """A data directory holding one real file of the shared data."""
+    target = tmp_path / "data" / relative_path
+    target.parent.mkdir(parents=True)
+    target.write_bytes((SHARED / relative_path).read_bytes())
+    return target
+
+
+@needs_shared
+def test_truncated_or_edited_file_is_refused_with_its_name_and_checksum(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLAR_CACHE", str(tmp_path / "cache"))
+    relative = data.get_task("boolq").files["test"]
+    path = copy_task_file(tmp_path, relative)
+    assert len(data.load_task("boolq", data_dir=tmp_path / "data", limit=3)) == 3  # the recorded file passes
+    expected = re.escape(f"data file {path.resolve()} does not match") + f".*expected {data.sources()[relative].sha256}"
+    path.write_bytes(path.read_bytes()[:-100])  # truncated: no longer valid JSON either, but refused first
+    with pytest.raises(DataError, match=expected):
+        data.load_task("boolq", data_dir=tmp_path / "data", limit=3)
+    records = json.loads((SHARED / relative).read_text())
+    records[0]["answer"] = "false" if records[0]["answer"] == "true" else "true"  # one record edited, still valid
+    path.write_text(json.dumps(records))
+    with pytest.raises(DataError, match=expected):
+        data.load_task("boolq", data_dir=tmp_path / "data")
+    monkeypatch.setenv("POLAR_DATA_VERIFY", "0")  # edited on purpose: read as it is
+    assert data.load_task("boolq", data_dir=tmp_path / "data", limit=1)[0].label != data.load_task("boolq", limit=1)[0].label
+
+
+def test_checksums_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLAR_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "file.json"
+    path.write_text("[1, 2]")
+    digest = data.file_sha256(path)
+    assert digest == hashlib.sha256(b"[1, 2]").hexdigest()
+    stat = path.stat()
+    path.write_text("[3, 4]")  # same size; the old mtime restored: the cached digest is returned unread
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert data.file_sha256(path) == digest
+    path.write_text("[3, 4, 5]")  # another size: hashed again
+    assert data.file_sha256(path) == hashlib.sha256(b"[3, 4, 5]").hexdigest()
 
 
 def test_missing_file_is_named(tmp_path):

@@ -9,7 +9,7 @@ from lm_eval.tasks import TaskManager
 from polar_lib import data as task_data
 from polar_lib import evaluate
 from polar_lib.models import load_model
-from polar_lib.train import RunConfig, train
+from polar_lib.train import RunConfig, run_identity, train
 
 
 def direct_loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
@@ -77,13 +77,32 @@ def test_bad_arguments_are_named():
         evaluate.evaluate_model(None, None, ["arc_easy"], limit=0)
 
 
-def test_evaluate_run_caches(finished_run, monkeypatch):
+def test_evaluate_run_caches(finished_run, monkeypatch, capsys):
     table = evaluate.evaluate_run(finished_run, limit=2)
     assert table["task"].tolist() == ["arc_easy"] and table["n"].tolist() == [2]
     cached = list(finished_run.glob("eval-*.json"))
     assert len(cached) == 1 and json.loads(cached[0].read_text())["limit"] == 2
-    monkeypatch.setattr("polar_lib.train.load_trained", lambda run_dir: pytest.fail("evaluated again"))
-    assert evaluate.evaluate_run(finished_run, limit=2).equals(table)
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr("polar_lib.train.load_trained", lambda run_dir: pytest.fail("evaluated again"))
+        assert evaluate.evaluate_run(finished_run, limit=2).equals(table)
+    assert "using the cached evaluation" in capsys.readouterr().err
+
+
+def test_edited_test_file_gives_a_new_evaluation(finished_run, tmp_path, monkeypatch):
+    """One record of the test file edited (answer changed): the cached evaluation is not reused."""
+    relative = task_data.get_task("arc_easy").files["test"]
+    records = json.loads((task_data.SHARED_DATA / relative).read_text())
+    records[0]["answer"] = "answer2" if records[0]["answer"] != "answer2" else "answer1"
+    (tmp_path / relative).parent.mkdir(parents=True)
+    (tmp_path / relative).write_text(json.dumps(records))
+    monkeypatch.setenv("POLAR_DATA_VERIFY", "0")
+    original = evaluate.evaluate_run(finished_run, limit=2)
+    before = set(finished_run.glob("eval-*.json"))
+    edited = evaluate.evaluate_run(finished_run, limit=2, data_dir=tmp_path)
+    assert len(set(finished_run.glob("eval-*.json")) - before) == 1
+    assert evaluate.evaluation_key(["arc_easy"], 2, False, tmp_path) != evaluate.evaluation_key(["arc_easy"], 2, False)
+    assert original["n"].tolist() == edited["n"].tolist() == [2]
 
 
 def test_cli_prints_table(finished_run, capsys):
@@ -104,7 +123,7 @@ def test_cli_errors(argv, message, capsys):
 
 
 def test_cli_unfinished_run(tmp_path, capsys):
-    (tmp_path / "config.json").write_text(json.dumps(RunConfig().to_dict()))
+    (tmp_path / "config.json").write_text(json.dumps(run_identity(RunConfig())))
     with pytest.raises(SystemExit):
         evaluate.main(["--run", str(tmp_path)])
     assert "not a finished run" in capsys.readouterr().err

@@ -1,4 +1,7 @@
-"""The training path: reuse, resume, refusal to overwrite, DDP equivalence, the CLI."""
+"""The training path: a run's identity, validation before writing, reuse, resume, refusal to
+overwrite, locking, DDP equivalence, the CLI."""
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -8,8 +11,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from polar_lib import data as task_data
+from polar_lib import methods
 from polar_lib.finetune import main as finetune_main
-from polar_lib.train import RunConfig, load_run, load_trained, steps_for_epochs, train
+from polar_lib.train import RunConfig, load_run, load_trained, run_identity, run_name, steps_for_epochs, train
 
 TINY = dict(model="tiny-llama", task="arc_easy", train_limit=16, batch_size=4, max_length=64, lora_dropout=0.0)
 RIEMANNIAN = ["polar", "stella", "lora+adaprelora", "lora+riemannian"]
@@ -34,18 +39,24 @@ def test_interrupted_run_resumes_to_the_same_adapter(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "interrupted", progress=False, callbacks=[Interrupt(3)])
     resumed = train(config, tmp_path / "interrupted", progress=False)
-    assert load_run(resumed)[1]["resumed_from"].endswith("checkpoint-2")
+    metrics, straight_metrics = load_run(resumed)[1], load_run(straight)[1]
+    assert metrics["resumed_from"].endswith("checkpoint-2")
     a, b = adapter(straight), adapter(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the mean over all 4 steps, not over the 2 trained after the resume (same losses: bit-identical run)
+    assert metrics["loss_history"] == straight_metrics["loss_history"] and len(metrics["loss_history"]) == 4
+    assert metrics["train_loss"] == pytest.approx(straight_metrics["train_loss"], rel=1e-12)
 
 
-def test_finished_run_is_reused_and_never_overwritten(tmp_path):
+def test_finished_run_is_reused_and_never_overwritten(tmp_path, capsys):
     config = RunConfig(method="lora", max_steps=2, **TINY)
     run_dir = train(config, tmp_path, progress=False)
     stamp = (run_dir / "metrics.json").stat().st_mtime_ns
+    capsys.readouterr()
     assert train(config, tmp_path, progress=False) == run_dir
     assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp
-    with pytest.raises(FileExistsError, match="holds a different run"):
+    assert f"reusing the finished run {run_dir}" in capsys.readouterr().err
+    with pytest.raises(FileExistsError, match=r"holds a different run \(config.max_steps: 2 -> 3"):
         train(RunConfig(method="lora", max_steps=3, **TINY), run_dir=run_dir, progress=False)
     model, _ = load_trained(run_dir)
     assert model.peft_config["default"].r == config.r and not model.training
@@ -71,19 +82,85 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
             assert torch.allclose(single[key], ddp[key], atol=1e-5), (method, key)
 
 
-def test_cli_help_and_errors(capsys, tmp_path):
+def test_registry_default_lr_is_part_of_the_identity(tmp_path, monkeypatch):
+    config = RunConfig(method="lora", max_steps=1, **TINY)
+    first = train(config, tmp_path, progress=False)
+    assert run_identity(config)["resolved"]["optimizer"]["lr"] == methods.METHODS["lora"].lr
+    monkeypatch.setitem(methods.METHODS, "lora", dataclasses.replace(methods.METHODS["lora"], lr=1e-3))
+    second = train(config, tmp_path, progress=False)
+    assert second != first and (second / "metrics.json").exists()
+    assert json.loads((second / "config.json").read_text())["resolved"]["optimizer"]["lr"] == 1e-3
+
+
+def test_code_version_is_part_of_the_identity(monkeypatch):
+    config = RunConfig(method="polar", **TINY)
+    before = run_name(run_identity(config))
+    monkeypatch.setattr("polar_lib.train.__version__", "9.9.9")
+    assert run_name(run_identity(config)) != before
+
+
+def test_edited_training_record_gives_a_new_run(tmp_path, monkeypatch):
+    relative = task_data.get_task("arc_easy").files["train"]
+    records = json.loads((task_data.SHARED_DATA / relative).read_text())
+    records[-1]["answer"] = "answer1" if records[-1]["answer"] != "answer1" else "answer2"  # not within train_limit
+    (tmp_path / "data" / relative).parent.mkdir(parents=True)
+    (tmp_path / "data" / relative).write_text(json.dumps(records))
+    config = RunConfig(method="lora", max_steps=1, **TINY)
+    original = train(config, tmp_path / "runs", progress=False)
+    with pytest.raises(task_data.DataError, match="does not match data/sources.csv"):
+        train(config, tmp_path / "runs", data_dir=tmp_path / "data", progress=False)
+    monkeypatch.setenv("POLAR_DATA_VERIFY", "0")  # edited on purpose
+    edited = train(config, tmp_path / "runs", data_dir=tmp_path / "data", progress=False)
+    assert edited != original and (edited / "metrics.json").exists()
+
+
+BAD_OPTIONS = [
+    (["--model", "gpt5"], "unknown model 'gpt5'"),
+    (["--task", "hellaswag"], "unknown task 'hellaswag'; valid tasks: boolq"),
+    (["--task", "piqa"], "task 'piqa' has no train split; tasks with one: boolq"),
+    (["--method", "qlora"], "unknown method 'qlora'; known methods: lora"),
+    (["--loss-on", "prompt"], "loss_on must be one of ('answer', 'sequence')"),
+    (["--scheduler", "foo"], "scheduler must be one of ('linear', 'cosine'"),
+    (["--data-dir", "/no/such/dir"], "data directory /no/such/dir (from the data_dir argument) does not exist"),
+    (["--target-modules", "nothing_proj"], "target_modules ['nothing_proj'] match no layer"),
+    (["--target-modules", "embed_tokens"], "model.embed_tokens is a Embedding; polar_lib adapts nn.Linear"),
+] + [(["--method", method, "--r", "5000"], "r must be at most 64 = min(in, out) of the targeted layer model.layers.0")
+     for method in ("lora", "dora", "polar", "stella", "toplora")]
+
+
+@pytest.mark.parametrize("args, message", BAD_OPTIONS)
+def test_cli_bad_option_is_one_error_line_and_writes_nothing(args, message, capsys, tmp_path):
+    argv = ["--model", "tiny-llama", "--train-limit", "4", "--runs-dir", str(tmp_path / "runs")] + args
+    with pytest.raises(SystemExit) as exit_info:
+        finetune_main(argv + (["--target-modules", "q_proj,down_proj"] if "--target-modules" not in args else []))
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_help_and_required_model(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         finetune_main(["--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     for option in ("--model", "--method", "--task", "--r", "--optimizer-options", "--loss-on"):
         assert option in help_text
-    for args, listed in ((["--task", "hellaswag"], "arc_easy"), (["--method", "qlora"], "polar"),
-                         (["--model", "gpt5"], "smollm2-135m"), (["--loss-on", "prompt"], "answer")):
-        with pytest.raises(SystemExit) as exit_info:
-            finetune_main(args + ["--runs-dir", str(tmp_path)])
-        assert exit_info.value.code == 2
-        assert listed in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # no silent default model
+        finetune_main(["--method", "polar", "--runs-dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and "required: --model" in capsys.readouterr().err
+
+
+def test_two_concurrent_trainings_of_one_config_train_it_once(tmp_path):
+    code = ("from polar_lib.train import RunConfig, train\n"
+            f"train(RunConfig(method='lora', max_steps=3, **{TINY!r}), {str(tmp_path)!r}, progress=False)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    processes = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(2)]
+    errors = [p.communicate()[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], errors
+    assert sum("reusing the finished run" in e for e in errors) == 1, errors  # the other one trained
+    assert len([d for d in tmp_path.iterdir() if d.is_dir()]) == 1
 
 
 @pytest.mark.parametrize("epochs, batch_size, grad_accum, steps", [
