@@ -38,7 +38,8 @@ HELP = {
     "max_grad_norm": "gradient clipping norm (applied before the method's gradient rewrite)",
     "bf16": "bf16 autocast (GPU)",
     "seed": "random seed (model head, adapter init, data order, dropout)",
-    "save_steps": "checkpoint every N steps (an interrupted run resumes from the last one)",
+    "save_steps": "checkpoint (and log the stable ranks) every N steps; an interrupted run resumes from the last one",
+    "group_by_length": "batch examples of similar length (less padding)",
     "adapter_options": "JSON dict of extra PEFT config fields, e.g. '{\"theta\": \"diagonal\"}'",
     "optimizer_options": "JSON dict of extra optimizer arguments, e.g. '{\"landing_lambda\": 1.0}'",
 }
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "model":  # no silent default: the Python default is a random test model
             parser.add_argument(flag, required=True, help=HELP[f.name])
         elif f.type == "bool":
-            parser.add_argument(flag, action="store_true", help=HELP[f.name])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=f"{HELP[f.name]} (default: {default})")
         elif f.type == "dict":
             parser.add_argument(flag, type=json.loads, default=default, help=HELP[f.name])
         else:

@@ -10,6 +10,7 @@ A run lives in one directory named after the hash of its identity (``run_identit
     <run_dir>/config.json     the identity (written once everything is validated)
     <run_dir>/checkpoints/    Trainer checkpoints (adapter, optimizer, scheduler, RNG states)
     <run_dir>/adapter/        the final adapter (stock ``PeftModel.from_pretrained`` loads it)
+    <run_dir>/stable_ranks.csv  the stable rank of every adapter layer at step 0 and at every checkpoint
     <run_dir>/metrics.json    training metrics (written last: its presence marks a finished run)
 
 Everything that can fail (model, task and split, data, scheduler, targets, r) is checked before
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import SchedulerType, get_last_checkpoint
 
 from . import __version__
@@ -55,6 +56,9 @@ class RunConfig:
     loss_on: ``"answer"`` (loss on the answer tokens only; cheaper signal on a CPU) or
     ``"sequence"`` (the whole prompt and answer, as the PoLAR code does). Encoders
     (MiniLM, BERT) train a sequence classifier over the choices instead.
+    save_steps: a checkpoint (and a line of ``stable_ranks.csv`` per layer) every that many steps.
+    group_by_length: batches of similar lengths (transformers' length-grouped sampler; each batch is
+    padded to its own longest sequence only), far less padding for the same examples.
     adapter_options / optimizer_options: extra keyword arguments for the method's PEFT config
     (e.g. ``{"theta": "diagonal"}``) and optimizer (e.g. ``{"landing_lambda": 1.0}``).
     """
@@ -80,6 +84,7 @@ class RunConfig:
     bf16: bool = False
     seed: int = 0
     save_steps: int = 50
+    group_by_length: bool = True
     adapter_options: dict = field(default_factory=dict)
     optimizer_options: dict = field(default_factory=dict)
 
@@ -242,6 +247,45 @@ def steps_for_epochs(task: str, epochs: float, batch_size: int, grad_accum: int 
     return math.ceil(epochs * len(examples) / (batch_size * grad_accum))
 
 
+STABLE_RANKS = "stable_ranks.csv"
+STABLE_RANK_FIELDS = ["step", "name", "layer", "module", "method", "rank", "stable_rank"]
+
+
+class StableRankLog(TrainerCallback):
+    """Appends the stable rank of every adapter layer (``stable_rank.adapter_stable_ranks``) to
+    ``<run_dir>/stable_ranks.csv`` before the first step and after every checkpoint save, so that a
+    resumed run's log is the uninterrupted run's (rows repeated by a resume are dropped on reading)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / STABLE_RANKS
+
+    def _record(self, state, model) -> None:
+        from .stable_rank import adapter_stable_ranks
+
+        if not state.is_world_process_zero:
+            return
+        frame = adapter_stable_ranks(model).assign(step=state.global_step)[STABLE_RANK_FIELDS]
+        frame.to_csv(self.path, mode="a", header=not self.path.exists(), index=False)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0:
+            self._record(state, model)
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        self._record(state, model)
+
+
+def load_stable_ranks(run_dir: str | Path):
+    """The stable-rank log of a run: one row per adapter layer and logged step (columns
+    ``STABLE_RANK_FIELDS``), each (step, layer) once, sorted by step and module path."""
+    import pandas as pd
+
+    frame = pd.read_csv(Path(run_dir) / STABLE_RANKS)
+    frame["layer"] = frame["layer"].astype("Int64")
+    return (frame.drop_duplicates(["step", "name"], keep="last").sort_values(["step", "name"], kind="stable")
+            .reset_index(drop=True))
+
+
 @dataclass
 class RunPlan:
     """A validated run, nothing written yet: ``plan_run``'s answer, ``execute``'s input."""
@@ -312,12 +356,15 @@ def execute(plan: RunPlan, *, progress: bool = True, callbacks=None) -> Path:
             per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
             lr_scheduler_type=config.scheduler, warmup_steps=math.ceil(config.warmup_ratio * config.max_steps),
             max_grad_norm=config.max_grad_norm, bf16=config.bf16, seed=config.seed, data_seed=config.seed,
-            save_strategy="steps", save_steps=config.save_steps, logging_steps=1,  # every step's loss is kept
+            save_strategy="steps", save_steps=config.save_steps, save_total_limit=1,  # a resume needs the last only
+            logging_steps=1,  # every step's loss is kept
+            train_sampling_strategy="group_by_length" if config.group_by_length else "random",
             report_to=[], disable_tqdm=not progress, remove_unused_columns=False, dataloader_num_workers=0,
             use_cpu=not torch.cuda.is_available(),
         )
         trainer = Trainer(model=model, args=args, train_dataset=rows, optimizers=(optimizer, None),
-                          data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id), callbacks=callbacks)
+                          data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id),
+                          callbacks=[StableRankLog(run_dir), *(callbacks or [])])
         last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
         if last is not None:
             log.info(f"resuming the interrupted run {run_dir} from {Path(last).name}")

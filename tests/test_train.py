@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 from polar_lib import data as task_data
 from polar_lib import methods
 from polar_lib.finetune import main as finetune_main
-from polar_lib.train import RunConfig, load_run, load_trained, run_identity, run_name, steps_for_epochs, train
+from polar_lib.train import RunConfig, load_run, load_stable_ranks, load_trained, run_identity, run_name, steps_for_epochs, train
 
 TINY = dict(model="tiny-llama", task="arc_easy", train_limit=16, batch_size=4, max_length=64, lora_dropout=0.0)
 RIEMANNIAN = ["polar", "stella", "lora+adaprelora", "lora+riemannian"]
@@ -46,6 +46,10 @@ def test_interrupted_run_resumes_to_the_same_adapter(tmp_path):
     # the mean over all 4 steps, not over the 2 trained after the resume (same losses: bit-identical run)
     assert metrics["loss_history"] == straight_metrics["loss_history"] and len(metrics["loss_history"]) == 4
     assert metrics["train_loss"] == pytest.approx(straight_metrics["train_loss"], rel=1e-12)
+    # the stable-rank log: step 0 (ΔW₀ = 0: stable rank 0) and every checkpoint, the same after the resume
+    ranks, straight_ranks = load_stable_ranks(resumed), load_stable_ranks(straight)
+    assert sorted(set(ranks["step"])) == [0, 2, 4] and (ranks.loc[ranks["step"] == 0, "stable_rank"] == 0).all()
+    assert ranks.equals(straight_ranks)
 
 
 def test_finished_run_is_reused_and_never_overwritten(tmp_path, capsys):
