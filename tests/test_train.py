@@ -14,7 +14,8 @@ from transformers import TrainerCallback
 from polar_lib import data as task_data
 from polar_lib import methods
 from polar_lib.finetune import main as finetune_main
-from polar_lib.train import RunConfig, load_run, load_stable_ranks, load_trained, run_identity, run_name, steps_for_epochs, train
+from polar_lib.train import (RunConfig, load_run, load_stable_ranks, load_trained, run_identity, run_name,
+                             steps_for_epochs, train, train_all)
 
 TINY = dict(model="tiny-llama", task="arc_easy", train_limit=16, batch_size=4, max_length=64, lora_dropout=0.0)
 RIEMANNIAN = ["polar", "stella", "lora+adaprelora", "lora+riemannian"]
@@ -176,3 +177,16 @@ def test_steps_for_epochs(epochs, batch_size, grad_accum, steps):
     assert steps_for_epochs("arc_easy", epochs, batch_size, grad_accum, train_limit=32) == steps
     with pytest.raises(ValueError, match="epochs must be > 0"):
         steps_for_epochs("arc_easy", 0, batch_size)
+
+
+def test_train_all_trains_in_workers_then_reuses(tmp_path, monkeypatch):
+    configs = [RunConfig(method=method, max_steps=2, **TINY) for method in ("lora", "polar")]
+    run_dirs = train_all(configs, tmp_path, workers=2, progress=False)
+    assert [load_run(d)[0] for d in run_dirs] == configs
+    single = train(configs[1], tmp_path / "single", progress=False)  # the same run in this process
+    a, b = adapter(run_dirs[1]), adapter(single)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # fp32, 2 steps: BLAS-order noise only
+    monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", lambda *a, **k: pytest.fail("trained again"))
+    assert train_all(configs, tmp_path, workers=2, progress=False) == run_dirs
+    with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
+        train_all(configs, tmp_path, workers=0)
