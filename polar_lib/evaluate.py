@@ -35,7 +35,8 @@ from .models import cache_dir
 
 MATH_MAX_NEW_TOKENS = 32
 MATH_RTOL = 1e-4
-COLUMNS = ["task", "metric", "accuracy", "stderr", "n"]
+COLUMNS = ["task", "metric", "accuracy", "stderr", "low", "high", "n"]
+QUESTION_COLUMNS = ["task", "question", "correct"]
 NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
 
 
@@ -133,29 +134,41 @@ def _is_classifier(model) -> bool:
 
 
 @torch.no_grad()
-def _evaluate_classifier(model, tokenizer, tasks, limit, batch_size, data_dir) -> pd.DataFrame:
-    """Accuracy of a sequence classifier: argmax of its logits over each example's choices."""
+def _classifier_answers(model, tokenizer, tasks, limit, batch_size, data_dir) -> pd.DataFrame:
+    """Per question, whether a sequence classifier's argmax over the example's choices is right."""
     model.eval()
     max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
     rows = []
     for name in tasks:
         examples = task_data.load_task(name, split="test", data_dir=data_dir, limit=limit)
-        hits = []
         for start in range(0, len(examples), batch_size):
             batch = examples[start:start + batch_size]
             inputs = tokenizer([task_data.format_classifier_input(e) for e in batch], padding=True, truncation=True,
                                max_length=max_length, return_tensors="pt").to(model.device)
             logits = model(**inputs).logits
-            hits += [int(row[:len(e.choices)].argmax()) == e.label for row, e in zip(logits, batch)]
-        n, accuracy = len(hits), sum(hits) / len(hits)
+            rows += [{"task": name, "question": start + i, "correct": int(int(row[:len(e.choices)].argmax()) == e.label)}
+                     for i, (row, e) in enumerate(zip(logits, batch))]
+    return pd.DataFrame(rows, columns=QUESTION_COLUMNS)
+
+
+def summarize(answers: pd.DataFrame, metrics: dict[str, str]) -> pd.DataFrame:
+    """Per task: accuracy (mean of ``correct``), its standard error √(p(1−p)/(n−1)) (lm-eval's), the
+    95 % Wilson interval over questions (``low``, ``high``; ``stats.wilson_interval``) and n."""
+    from .stats import wilson_interval
+
+    rows = []
+    for task, group in answers.groupby("task", sort=False):
+        n, hits = len(group), int(group["correct"].sum())
+        accuracy, low, high = wilson_interval(hits, n)
         stderr = math.sqrt(accuracy * (1 - accuracy) / (n - 1)) if n > 1 else float("nan")
-        rows.append({"task": name, "metric": "acc", "accuracy": accuracy, "stderr": stderr, "n": n})
+        rows.append({"task": task, "metric": metrics[task], "accuracy": accuracy, "stderr": stderr,
+                     "low": low, "high": high, "n": n})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def evaluate_model(model, tokenizer, tasks: list[str], limit: int | None = None, batch_size: int = 8,
                    data_dir: str | Path | None = None, online: bool = False) -> pd.DataFrame:
-    """Accuracy of ``model`` on the test split of each task.
+    """Accuracy of ``model`` on the test split of each task: ``summarize(score_questions(...))``.
 
     Parameters
     ----------
@@ -168,8 +181,22 @@ def evaluate_model(model, tokenizer, tasks: list[str], limit: int | None = None,
 
     Returns
     -------
-    DataFrame with columns task, metric (the task's convention), accuracy, stderr, n.
+    DataFrame with columns task, metric (the task's convention), accuracy, stderr, low, high (the 95 %
+    Wilson interval over questions), n.
     """
+    answers = score_questions(model, tokenizer, tasks, limit, batch_size, data_dir, online)
+    return summarize(answers, {task: _metric(model, task) for task in answers["task"].unique()})
+
+
+def _metric(model, task: str) -> str:
+    return "acc" if _is_classifier(model) else task_data.get_task(task).metric
+
+
+def score_questions(model, tokenizer, tasks: list[str], limit: int | None = None, batch_size: int = 8,
+                    data_dir: str | Path | None = None, online: bool = False) -> pd.DataFrame:
+    """Per test question of each task, whether ``model`` answers it right under the task's metric:
+    columns task, question (index in the test split), correct (0/1). Two runs scored on the same
+    task and limit have the same questions, so their answers pair (``stats.paired_comparison``)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -179,26 +206,23 @@ def evaluate_model(model, tokenizer, tasks: list[str], limit: int | None = None,
     if _is_classifier(model):
         if online:
             raise ValueError("online=True evaluates causal LMs only; got a sequence classifier")
-        return _evaluate_classifier(model, tokenizer, tasks, limit, batch_size, data_dir)
+        return _classifier_answers(model, tokenizer, tasks, limit, batch_size, data_dir)
     model.eval()
     if online:
         names = {task_data.get_task(t).lm_eval_task: t for t in tasks}
         output = lm_eval.simple_evaluate(model=hf_lm(model, tokenizer, batch_size), tasks=list(names), limit=limit,
-                                         log_samples=False)
+                                         log_samples=True)
     else:
         names = {t: t for t in tasks}
         output = lm_eval.simple_evaluate(
             model=hf_lm(model, tokenizer, batch_size), tasks=[lm_eval_task_config(t, data_dir, limit) for t in tasks],
-            task_manager=TaskManager(include_defaults=False), log_samples=False)
+            task_manager=TaskManager(include_defaults=False), log_samples=True)
     rows = []
     for lm_name, name in names.items():
         metric = task_data.get_task(name).metric
-        result = output["results"][lm_name]
-        key = next(k for k in result if k.startswith(f"{metric},"))  # "acc,none"
-        rows.append({"task": name, "metric": metric, "accuracy": result[key],
-                     "stderr": result[key.replace(",", "_stderr,", 1)],
-                     "n": output["n-samples"][lm_name]["effective"]})
-    return pd.DataFrame(rows, columns=COLUMNS)
+        rows += [{"task": name, "question": sample["doc_id"], "correct": int(sample[metric])}
+                 for sample in sorted(output["samples"][lm_name], key=lambda sample: sample["doc_id"])]
+    return pd.DataFrame(rows, columns=QUESTION_COLUMNS)
 
 
 def finished_run_config(run_dir: str | Path):
@@ -241,8 +265,10 @@ def _qualified_name(value) -> str:
 
 
 def evaluate_run(run_dir: str | Path, tasks: list[str] | None = None, limit: int | None = None,
-                 batch_size: int = 8, data_dir: str | Path | None = None, online: bool = False) -> pd.DataFrame:
-    """``evaluate_model`` on the finished run in ``run_dir`` (``tasks`` default: the run's own task).
+                 batch_size: int = 8, data_dir: str | Path | None = None, online: bool = False,
+                 per_question: bool = False):
+    """``evaluate_model`` on the finished run in ``run_dir`` (``tasks`` default: the run's own task);
+    with ``per_question=True``, also ``score_questions``'s table: ``(table, answers)``.
 
     The result is cached as ``<run_dir>/eval-<hash>.json`` and reused when present, keyed by
     ``evaluation_key``: the tasks, the limit, online or not, each test file's sha256 and task config,
@@ -257,11 +283,18 @@ def evaluate_run(run_dir: str | Path, tasks: list[str] | None = None, limit: int
     cache = run_dir / f"eval-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]}.json"
     if cache.exists():
         log.info(f"using the cached evaluation {cache} (same run, tasks, data and settings)")
-        return pd.DataFrame(json.loads(cache.read_text())["results"], columns=COLUMNS)
-    model, tokenizer = load_trained(run_dir)
-    table = evaluate_model(model, tokenizer, tasks, limit=limit, batch_size=batch_size, data_dir=data_dir,
-                           online=online)
-    cache.write_text(json.dumps(key | {"results": table.to_dict(orient="records")}, indent=1))
+        cached = json.loads(cache.read_text())
+        table = pd.DataFrame(cached["results"], columns=COLUMNS)
+        answers = pd.DataFrame(cached["answers"], columns=QUESTION_COLUMNS)
+    else:
+        model, tokenizer = load_trained(run_dir)
+        answers = score_questions(model, tokenizer, tasks, limit=limit, batch_size=batch_size, data_dir=data_dir,
+                                  online=online)
+        table = summarize(answers, {task: _metric(model, task) for task in tasks})
+        cache.write_text(json.dumps(key | {"results": table.to_dict(orient="records"),
+                                           "answers": answers.to_dict(orient="list")}))
+    if per_question:
+        return table, answers
     return table
 
 

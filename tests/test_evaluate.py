@@ -45,9 +45,25 @@ def test_task_config_scores_space_choice_after_prompt(tiny_llama):
         assert loglikelihood == pytest.approx(direct_loglikelihood(model, tokenizer, prompt, " " + choice), abs=1e-4)
 
 
+def test_per_question_scores_aggregate_to_lm_evals_accuracy(tiny_llama):
+    model, tokenizer = tiny_llama
+    answers = evaluate.score_questions(model, tokenizer, ["arc_easy", "boolq"], limit=6)
+    assert answers.groupby("task")["question"].apply(list).to_dict() == {"arc_easy": list(range(6)),
+                                                                        "boolq": list(range(6))}
+    configs = [evaluate.lm_eval_task_config(t, limit=6) for t in ("arc_easy", "boolq")]
+    stock = lm_eval.simple_evaluate(model=evaluate.hf_lm(model, tokenizer), tasks=configs,
+                                    task_manager=TaskManager(include_defaults=False))["results"]
+    table = evaluate.summarize(answers, {"arc_easy": "acc_norm", "boolq": "acc"}).set_index("task")
+    for task, metric in (("arc_easy", "acc_norm"), ("boolq", "acc")):
+        # the same 0/1 values averaged: equal up to the rounding of a mean of six (fp64)
+        assert table.loc[task, "accuracy"] == pytest.approx(stock[task][f"{metric},none"], abs=1e-12)
+        assert table.loc[task, "stderr"] == pytest.approx(stock[task][f"{metric}_stderr,none"], abs=1e-12)
+        assert table.loc[task, "low"] <= table.loc[task, "accuracy"] <= table.loc[task, "high"]
+
+
 def test_evaluate_model_reports_each_tasks_convention(tiny_llama):
     table = evaluate.evaluate_model(*tiny_llama, ["arc_easy", "boolq", "gsm8k"], limit=3)
-    assert list(table.columns) == ["task", "metric", "accuracy", "stderr", "n"]
+    assert list(table.columns) == ["task", "metric", "accuracy", "stderr", "low", "high", "n"]
     assert table.set_index("task")["metric"].to_dict() == {"arc_easy": "acc_norm", "boolq": "acc",
                                                            "gsm8k": "exact_match"}
     assert table["accuracy"].between(0, 1).all()
@@ -87,6 +103,9 @@ def test_evaluate_run_caches(finished_run, monkeypatch, capsys):
         patch.setattr("polar_lib.train.load_trained", lambda run_dir: pytest.fail("evaluated again"))
         assert evaluate.evaluate_run(finished_run, limit=2).equals(table)
     assert "using the cached evaluation" in capsys.readouterr().err
+    again, answers = evaluate.evaluate_run(finished_run, limit=2, per_question=True)
+    assert again.equals(table) and answers["question"].tolist() == [0, 1]
+    assert answers["correct"].mean() == pytest.approx(table.loc[0, "accuracy"], abs=1e-12)
 
 
 def test_edited_test_file_gives_a_new_evaluation(finished_run, tmp_path, monkeypatch):
