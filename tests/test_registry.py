@@ -1,0 +1,34 @@
+"""The registry's wiring: every method name builds its own optimizer class, at its registry lr, with
+weight decay 0 unless asked, over exactly the model's trainable parameters."""
+import pytest
+
+from polar_lib.methods import METHODS, make_optimizer, optimizer_settings, prepare
+from polar_lib.models import load_model
+
+# The optimizer class each method must get (a method pointed at another factory fails here).
+OPTIMIZER_CLASS = {"lora": "AdamW", "dora": "AdamW", "polar": "LandingAdamW", "stella": "StellaAdamW",
+                   "toplora": "AdamW", "lora+adaprelora": "AdaPreLoRAAdamW",
+                   "lora+riemannian": "RiemannianPreconditionedOptimizer"}
+
+
+def test_every_method_is_wired():
+    assert set(OPTIMIZER_CLASS) == set(METHODS)
+
+
+@pytest.mark.parametrize("method", OPTIMIZER_CLASS)
+def test_optimizer_class_lr_weight_decay_and_parameters(method):
+    model, _ = load_model("tiny-llama", seed=0)
+    model = prepare(model, method, r=4, target_modules=["q_proj", "v_proj"])
+    optimizer = make_optimizer(model, method)
+    assert type(optimizer).__name__ == OPTIMIZER_CLASS[method]
+    assert {group["lr"] for group in optimizer.param_groups} == {METHODS[method].lr}
+    assert {group["weight_decay"] for group in optimizer.param_groups} == {0.0}  # the papers' default, every method
+    in_groups = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(in_groups) == sorted(id(p) for p in model.parameters() if p.requires_grad)  # each exactly once
+
+
+def test_optimizer_settings_fill_in_the_factory_defaults():
+    settings = optimizer_settings("polar")
+    assert settings["lr"] == METHODS["polar"].lr and settings["weight_decay"] == 0.0
+    assert settings["landing_lambda"] == 5e-3  # the PoLAR code's λ
+    assert optimizer_settings("polar", lr=1e-3, landing_lambda=1.0) == settings | {"lr": 1e-3, "landing_lambda": 1.0}
