@@ -9,3 +9,10 @@ def check_choice(name: str, value, allowed: Iterable, where: str = "") -> None:
     allowed = tuple(allowed)
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}{where}, got {value!r}")
+
+
+def check_positive_int(name: str, value) -> None:
+    """Raise ``ValueError("<name> must be a positive integer, got <value>")`` unless ``value`` is an int ≥ 1
+    (``True`` is not: bool is a subclass of int)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -37,7 +37,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import SchedulerType, get_last_checkpoint
 
 from . import __version__
-from ._checks import check_choice
+from ._checks import check_choice, check_positive_int
 from ._log import log
 from . import data as task_data
 from .methods import get_method, make_config, make_optimizer, optimizer_settings, prepare
@@ -95,8 +95,7 @@ class RunConfig:
         check_choice("loss_on", self.loss_on, LOSS_ON)
         check_choice("scheduler", self.scheduler, SCHEDULERS)
         for name in ("r", "max_steps", "batch_size", "grad_accum", "max_length", "save_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+            check_positive_int(name, getattr(self, name))
         if isinstance(self.target_modules, tuple):
             self.target_modules = list(self.target_modules)
 

@@ -2,6 +2,8 @@
 weight decay 0 unless asked, over exactly the model's trainable parameters."""
 import pytest
 
+from polar_lib import PolarConfig, StellaConfig, TopLoraConfig
+
 from polar_lib.methods import METHODS, make_optimizer, optimizer_settings, prepare
 from polar_lib.models import load_model
 
@@ -32,3 +34,10 @@ def test_optimizer_settings_fill_in_the_factory_defaults():
     assert settings["lr"] == METHODS["polar"].lr and settings["weight_decay"] == 0.0
     assert settings["landing_lambda"] == 5e-3  # the PoLAR code's λ
     assert optimizer_settings("polar", lr=1e-3, landing_lambda=1.0) == settings | {"lr": 1e-3, "landing_lambda": 1.0}
+
+
+@pytest.mark.parametrize("config_cls", [PolarConfig, StellaConfig, TopLoraConfig])
+@pytest.mark.parametrize("r", [True, 0, 2.0])
+def test_every_config_refuses_an_r_that_is_not_a_positive_int(config_cls, r):
+    with pytest.raises(ValueError, match=f"r must be a positive integer, got {r!r}"):
+        config_cls(r=r, target_modules=["q_proj"])

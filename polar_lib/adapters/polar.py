@@ -15,7 +15,7 @@ import torch
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from torch import nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_positive_int
 from ._peft import register_lora_method
 from .core import Core, CoreLinear
 
@@ -43,8 +43,7 @@ class PolarConfig(LoraConfig):
         check_choice("init_lora_weights", self.init_lora_weights, POLAR_INITS, where=" for PoLAR")
         if self.use_dora:
             raise ValueError("use_dora=True is not supported by PoLAR (allowed: False)")
-        if not isinstance(self.r, int) or self.r <= 0:
-            raise ValueError(f"r must be a positive integer, got {self.r!r}")
+        check_positive_int("r", self.r)
         super().__post_init__()
         self.peft_type = PEFT_TYPE
         self._register_custom_module({nn.Module: PolarLinear})

@@ -17,7 +17,7 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_positive_int
 from ._peft import register_lora_method
 from .core import Core, CoreLinear
 
@@ -44,8 +44,7 @@ class StellaConfig(LoraConfig):
         check_choice("init_lora_weights", self.init_lora_weights, STELLA_INITS, where=" for StelLA")
         if self.use_dora:
             raise ValueError("use_dora=True is not supported by StelLA (allowed: False)")
-        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
-            raise ValueError(f"r must be a positive integer, got {self.r!r}")
+        check_positive_int("r", self.r)
         super().__post_init__()
         self.peft_type = PEFT_TYPE
         self._register_custom_module({nn.Module: StellaLinear})

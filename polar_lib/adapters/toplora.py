@@ -22,7 +22,7 @@ from peft.tuners.lora.layer import Linear, LoraVariant
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_positive_int
 from ._peft import check_linear, check_rank, register_lora_method
 
 PEFT_TYPE = "TOPLORA"
@@ -87,8 +87,7 @@ class TopLoraConfig(LoraConfig):
         check_choice("init_lora_weights", self.init_lora_weights, TOPLORA_INITS, where=" for TopLoRA")
         if self.use_dora:
             raise ValueError("use_dora=True is not supported by TopLoRA (allowed: False)")
-        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
-            raise ValueError(f"r must be a positive integer, got {self.r!r}")
+        check_positive_int("r", self.r)
         super().__post_init__()
         self.peft_type = PEFT_TYPE
         self._register_custom_module({nn.Module: TopLoraLinear})
