@@ -8,6 +8,8 @@ the string in those tables at ``import polar_lib`` is all that stock ``get_peft_
 """
 from __future__ import annotations
 
+import warnings
+
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.lora import LoraModel
 from torch import nn
@@ -20,13 +22,19 @@ def register_lora_method(peft_type: str, config_cls: type) -> None:
     PEFT_TYPE_TO_PREFIX_MAPPING[peft_type] = "lora_"
 
 
-def check_linear(base_layer: nn.Module, method: str) -> None:
-    """Raise unless ``base_layer`` is an ``nn.Linear`` (the one layer type our methods support)."""
+def check_linear_target(base_layer: nn.Module, config, method: str) -> None:
+    """What PEFT's own dispatch does for an ``nn.Linear`` target, which a custom layer skips: raise
+    unless ``base_layer`` is an ``nn.Linear`` (the one layer type our methods support), and reset
+    ``config.fan_in_fan_out`` to False with PEFT's warning (an ``nn.Linear`` stores W as out×in)."""
     if not isinstance(base_layer, nn.Linear):
         raise ValueError(
             f"{method} supports target modules of type torch.nn.Linear only; got "
             f"{type(base_layer).__name__}. Choose target_modules that are nn.Linear layers."
         )
+    if config.fan_in_fan_out:
+        warnings.warn("fan_in_fan_out is set to True but the target module is `torch.nn.Linear`. "
+                      "Setting fan_in_fan_out to False.")
+        config.fan_in_fan_out = False
 
 
 def check_rank(r: int, base_layer: nn.Linear) -> None:

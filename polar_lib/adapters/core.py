@@ -15,7 +15,7 @@ from torch import nn
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from ._peft import check_linear, check_rank
+from ._peft import check_linear_target, check_rank
 
 
 class Core(nn.Module):
@@ -65,7 +65,7 @@ class CoreLinear(Linear):
 
     def __init__(self, base_layer, adapter_name, config, **kwargs):
         base = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
-        check_linear(base, self.method)
+        check_linear_target(base, config, self.method)
         super().__init__(base_layer, adapter_name, config=config, **kwargs)
 
     def make_core(self, r: int, config) -> Core:
@@ -77,6 +77,9 @@ class CoreLinear(Linear):
             self.lora_S = nn.ModuleDict()
         self.lora_S[adapter_name] = self.make_core(r, config)
         super().update_layer(adapter_name, r, lora_alpha, config=config, **kwargs)
+        bias = self.lora_B[adapter_name].bias
+        if bias is not None and config.init_lora_weights is not False:
+            nn.init.zeros_(bias)  # lora_bias: the initial update stays what the method defines (as PEFT's LoRA)
 
     def resolve_lora_variant(self, *, config, **kwargs):
         return CoreVariant()
@@ -96,10 +99,10 @@ class CoreLinear(Linear):
                 self.scaling[adapter])
 
     def get_delta_weight(self, adapter: str) -> torch.Tensor:
-        """ΔW = s · B C A (out×in), computed in fp32 on CPU for half-precision weights."""
+        """ΔW = s · B C A (out×in), computed in fp32 for half-precision weights on every device."""
         B, C, A, s = self.delta_factors(adapter)
         dtype = B.dtype
-        if B.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        if dtype in (torch.float16, torch.bfloat16):
             B, C, A = B.float(), C.float(), A.float()
         return (transpose(B @ (C @ A), self.fan_in_fan_out) * s).to(dtype)
 

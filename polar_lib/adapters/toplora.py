@@ -23,7 +23,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from .._checks import check_choice, check_positive_int
-from ._peft import check_linear, check_rank, register_lora_method
+from ._peft import check_linear_target, check_rank, register_lora_method
 
 PEFT_TYPE = "TOPLORA"
 TOPLORA_INITS = (True, False, "gaussian")
@@ -102,7 +102,7 @@ class TopLoraLinear(Linear):
 
     def __init__(self, base_layer, adapter_name, config, **kwargs):
         base = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
-        check_linear(base, self.method)
+        check_linear_target(base, config, self.method)
         super().__init__(base_layer, adapter_name, config=config, **kwargs)
 
     def update_layer(self, adapter_name, r, lora_alpha, config, **kwargs):
