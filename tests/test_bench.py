@@ -18,7 +18,7 @@ def test_quick_cli_prints_ratios_json_and_writes_results(tmp_path):
     assert set(ratios) == set(METHODS)
     for method, entry in ratios.items():
         assert set(entry) == {"r", "step_time", "optimizer_time", "peak_memory"}, method
-        assert all(isinstance(v, (int, float)) and v > 0 for v in entry.values()), (method, entry)
+        assert all(isinstance(v, (int, float)) and v > 0 for v in entry.values()), (method, entry)  # structure only
     assert ratios["lora"] == {"r": 8, "step_time": 1.0, "optimizer_time": 1.0, "peak_memory": 1.0}
     assert "threads" in run.stderr
 
@@ -30,7 +30,8 @@ def test_quick_cli_prints_ratios_json_and_writes_results(tmp_path):
     assert len(results["steps"]) == len(METHODS) * QUICK.repeats
     assert {(row.n, row.r) for row in micro.itertuples()} == {(768, 4), (768, 32)}
     assert (micro[["landing_us", "svd_retraction_us", "qr_retraction_us", "speedup_svd"]] > 0).all().all()
-    assert results["stable_rank"]["abs_difference"] < 1e-6
+    # fp64 stable rank at 768², rank 8, factored vs dense SVD: ≈ 2k·EPS64·√(mn) ≈ 3e-12 (measured 1.8e-15)
+    assert results["stable_rank"]["abs_difference"] < 1e-10
 
     written = output.read_text()
     again = subprocess.run([sys.executable, "-m", "polar_lib.bench", "--quick", "--output", str(output)],

@@ -1,4 +1,6 @@
 """The registry: every method trains a real pretrained model on real data, saves and reloads exactly."""
+import math
+
 import pytest
 
 from polar_lib.data import format_classifier_input, load_task
@@ -15,8 +17,14 @@ def test_every_method_trains_saves_and_reloads(method, tmp_path):
     config = RunConfig(model="minilm-l6", method=method, task="boolq", r=4, max_steps=40, batch_size=8,
                        max_length=64, train_limit=64, save_steps=40)
     run_dir = train(config, tmp_path, progress=False)
-    losses = load_run(run_dir)[1]["loss_history"]
-    assert sum(losses[-4:]) < sum(losses[:4]), losses
+    metrics = load_run(run_dir)[1]
+    losses = metrics["loss_history"]
+    assert metrics["steps"] == 40
+    # No claim that it learns: BoolQ questions without their passage stay near the majority class in
+    # 40 steps at the paper's learning rates (the last 4 steps were 1–11 % below the first 4, too little
+    # to assert). The claim is that training runs and does not blow up: 2-class cross-entropy is
+    # log 2 = 0.69 for a uniform guess (measured ≤ 0.70 on every step); 5·log 2 = 3.47 leaves ≥ 4×.
+    assert all(math.isfinite(v) for v in losses) and max(losses) < 5 * math.log(2), losses
 
     model, tokenizer = load_trained(run_dir)
     questions = [format_classifier_input(e) for e in load_task("boolq", split="test", limit=4)]

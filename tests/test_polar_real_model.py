@@ -1,4 +1,6 @@
 """PoLAR on a real pretrained model and real data: the factors stay near the Stiefel manifold."""
+import math
+
 import torch
 from peft import get_peft_model
 
@@ -9,10 +11,19 @@ from polar_lib.models import load_model
 from polar_lib.optim.landing import polar_factors
 
 STEPS, BATCH = 500, 8
-# Measured with this exact setting (seed 0): max over steps and layers of ‖ZᵀZ − I‖_F = 8.2.
-# With λ = 5e-3 the penalty is weak against Adam-normalised steps at lr 4e-3 (methods.md §2.4):
-# the factors wander off St by O(1) yet stay bounded; the bound asserted is a little above it.
-BOUND = 10.0
+# max over steps and layers of ‖ZᵀZ − I‖_F (seed 0). With λ = 5e-3 the penalty is weak against
+# Adam-normalised steps at lr 4e-3 (methods.md §2.4): the factors wander off St by O(1) in
+# transient spikes (the spikes follow the trajectory, which another BLAS kernel or thread count
+# changes), yet stay bounded. Measured: 4.2–7.1 under ATEN_CPU_CAPABILITY default/avx2/avx512 ×
+# 1/2 threads, 8.2 on another CPU; without the penalty (λ = 0) 46 within 100 steps and 284 by
+# step 500. The bound is ≥ 3.7× the worst seen and ~10× below the unpenalised drift.
+BOUND = 30.0
+# Binary cross-entropy: log 2 = 0.69 for a uniform guess, H(0.38) = 0.665 for the majority class
+# (the task without its passage does not learn: the loss stays there, measured means 0.66–0.68
+# per 100 steps, single batches ≤ 1.14). A blow-up (a confidently wrong classifier) goes far above
+# these bounds, which leave a ≥ 3× margin.
+MAX_LOSS = 5 * math.log(2)      # 3.47, any single batch
+MAX_MEAN_LOSS = 3 * math.log(2)  # 2.08, the mean over the last 100 steps
 
 
 def test_orthogonality_stays_bounded_over_500_adamw_steps():
@@ -38,4 +49,7 @@ def test_orthogonality_stays_bounded_over_500_adamw_steps():
             worst = max(worst, *(max(orthogonality_error(B).item(), orthogonality_error(A.T).item()) for A, B in pairs))
     assert worst < BOUND, worst
     assert all(torch.isfinite(p).all() for pair in pairs for p in pair)
-    assert sum(losses[-100:]) < sum(losses[:100])  # and it learns
+    # No claim that it learns (it does not, see above): the loss stays finite and near log 2.
+    assert all(math.isfinite(v) for v in losses)
+    assert max(losses) < MAX_LOSS, max(losses)
+    assert sum(losses[-100:]) / 100 < MAX_MEAN_LOSS, losses[-100:]
