@@ -28,7 +28,7 @@
 # adapter here is trained with `polar_lib.train` (one training path, runs cached by their full config;
 # `train_all` trains several at once in single-threaded worker processes), which logs the stable rank of
 # every adapted matrix at step 0 and at every checkpoint (`stable_ranks.csv`, computed from the factors
-# with `polar_lib.stable_rank`: thin QRs, no dense ΔW; methods.md §7).
+# with `polar_lib.stable_rank`: thin QRs, no dense ΔW; docs/stable-rank.md, 'Factored computation').
 #
 # | | paper (Fig. 1, README) | this notebook, `make figures` (CPU profile) |
 # |---|---|---|
@@ -244,10 +244,10 @@ plt.show()
 # All methods trained with the same budget at r = `other_rank`, first seed (the other methods have one
 # seed; their accuracy, over three seeds, is in notebook 03). Two caveats when reading it: StelLA's
 # update s·USVᵀ is not zero at initialisation (S = I, so all r singular values are equal and sr = r at
-# step 0; methods.md §3), so its stable rank mostly shows how little the steps move S — the step-0
-# markers show each method's starting point; DoRA is measured as s·BA, without its magnitude vector (as
-# the PoLAR code measures it). TopLoRA's ΔW depends on the token, so it has no stable rank and is not
-# trained here.
+# step 0; docs/stella.md, 'Initialisation'), so its stable rank mostly shows how little the steps
+# move S — the step-0 markers show each method's starting point; DoRA is measured as s·BA, without its
+# magnitude vector (as the PoLAR code measures it). TopLoRA's ΔW depends on the token, so it has no
+# stable rank and is not trained here.
 
 # %%
 at_rank = stable[(stable.r == other_rank) & (stable.seed == seeds[0]) & stable.method.isin(methods + other_methods)]

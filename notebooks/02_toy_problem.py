@@ -23,7 +23,7 @@
 #
 # The paper's objective, sizes, step sizes, initialisations and figure were not available to us, so
 # this notebook does **not** reproduce a figure of the paper: it runs the setting of
-# `methods.md` §8 (ours, checked) and lets you vary it.
+# `docs/toy-problem.md`, 'Our setting' (ours, checked) and lets you vary it.
 #
 # - Target M* = U diag(σ) Vᵀ, 60×40, rank r* = 4, σᵢ = κ^{−(i−1)/3}; f(ΔW) = ½‖ΔW − M*‖_F²
 #   (`problem = "sensing"`: Gaussian measurements instead). Loss shown: (f − f*)/f(0).
@@ -36,7 +36,7 @@
 #   straight line on these log-scale plots; decades per iteration), or the log–log exponent when the
 #   curve is straighter in log t (sublinear); a fall of < 0.1 decade over that window is "stalled".
 #
-# The defaults below are the CI scale (seconds); `make figures` runs the full §8 grid
+# The defaults below are the CI scale (seconds); `make figures` runs the full grid
 # (`profiles/cpu`, 4000 iterations).
 
 # %%

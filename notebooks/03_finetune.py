@@ -17,7 +17,7 @@
 # # 03 — Fine-tuning every method on the same model, data and budget
 #
 # Reproduces the **commonsense-reasoning table of the PoLAR paper** (arXiv 2506.03133; the README
-# table of its code, methods.md §10): Llama-2-7B, one adapter per task trained on that task's training
+# table of its code; docs/benchmarks.md, "PoLAR commonsense (Llama-2-7B)"): Llama-2-7B, one adapter per task trained on that task's training
 # set, zero-shot accuracy on its test set, LoRA / DoRA / PoLAR at r = 4, 8, 16, 32. There PoLAR gains
 # about one point on average (72.5 → 73.3–74.0), almost all of it on WinoGrande (+6 to +9), and is
 # equal or worse on ARC-Challenge and OpenBookQA. On BoolQ the three are within about one point of each
@@ -329,7 +329,7 @@ plt.show()
 # it would usually go undetected. Stars: the paper's difference (Llama-2-7B), where it has one.
 
 # %%
-PAPER = pd.DataFrame(  # accuracy %, PoLAR README table (methods.md §10)
+PAPER = pd.DataFrame(  # accuracy %, PoLAR README table (docs/benchmarks.md)
     [(4, "lora", 87.16, 81.90, 57.68, 56.80), (4, "dora", 87.22, 81.69, 57.85, 56.80),
      (4, "polar", 87.49, 81.61, 56.31, 55.80), (8, "lora", 87.34, 82.24, 58.11, 55.80),
      (8, "dora", 87.49, 82.24, 58.19, 55.60), (8, "polar", 87.74, 81.36, 56.91, 55.20),
@@ -411,7 +411,7 @@ plt.show()
 
 # %% [markdown]
 # ## Next to the paper's table
-# The paper's numbers (methods.md §10; Llama-2-7B, one seed) for the tasks and ranks run here, and ours
+# The paper's numbers (docs/benchmarks.md; Llama-2-7B, one seed) for the tasks and ranks run here, and ours
 # (mean over seeds, 95 % interval over questions; the difference to LoRA with its paired interval).
 
 # %%

@@ -32,12 +32,13 @@ compare timings within one run only, and prefer ``threads=1`` on a busy machine.
 the per-step fixed costs (the optimizer step, Python overhead per adapted layer) weigh more than
 at training batch sizes, so the ratios are, if anything, pessimistic for the non-LoRA methods.
 
-Micro-benchmark (methods.md §9; the PoLAR repository's ``notebooks/runtime_comparison.ipynb``):
-for Gaussian fp32 Z, G (n×r), one landing update Z − Λ(Z, G) with λ = 1 in the O(n r²) form
-(``geometry.landing_field``) against one retraction of Z + G: polar by thin SVD
-(``geometry.polar_retraction``) and, for reference, QR (``geometry.qr_retraction``); optionally the
-original's n×n form of the landing update (``dense_landing``). Ops are timed round-robin in blocks
-of calls (each block ≥ ``MICRO_BLOCK_S``), eagerly (the original used ``torch.compile``).
+Micro-benchmark (docs/runtime.md, 'Micro-benchmark (ours)'; after the PoLAR repository's
+``notebooks/runtime_comparison.ipynb``): for Gaussian fp32 Z, G (n×r), one landing update
+Z − Λ(Z, G) with λ = 1 in the O(n r²) form (``geometry.landing_field``) against one retraction of
+Z + G: polar by thin SVD (``geometry.polar_retraction``) and, for reference, QR
+(``geometry.qr_retraction``); optionally the original's n×n form of the landing update
+(``dense_landing``). Ops are timed round-robin in blocks of calls (each block ≥ ``MICRO_BLOCK_S``),
+eagerly (the original used ``torch.compile``).
 
 Scales: ``--quick`` uses the tiny random Llama at batch 2 × 32 and a small micro sweep (under a
 minute on 2 cores) and prints the ratios as one JSON line; the default (full) run uses SmolLM2-135M
@@ -73,7 +74,8 @@ REFERENCE = "lora"
 MICRO_BLOCK_S = 0.02
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# The original study (methods.md §9): median µs of (SVD polar retraction, n×n landing), unrecorded GPU.
+# The original study (docs/runtime.md, 'The original study'): median µs of (SVD polar retraction,
+# n×n landing), unrecorded GPU.
 PAPER_MICRO_US = {
     (768, 4): (507, 168), (768, 32): (1160, 100), (768, 64): (2178, 103), (768, 256): (8318, 110),
     (4096, 4): (542, 181), (4096, 32): (1050, 186), (4096, 64): (1916, 238), (4096, 256): (9889, 540),

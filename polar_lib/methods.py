@@ -4,10 +4,10 @@
 matching optimizer, with the paper's learning rate unless ``lr`` is given. Adding a method is one
 module (its config and/or optimizer factory) and one line in ``METHODS``.
 
-Default learning rates (methods.md §3–§6, §10): PoLAR 4e-3 and LoRA/DoRA 4e-4 (the PoLAR paper's
-commonsense runs), StelLA 5e-4 (its Llama-3-8B script), TopLoRA 1e-4 (its repository default),
-AdaPreLoRA 4e-4 and PEFT's Riemannian-preconditioned AdamW 8e-4 (the range reported for scaled
-AdamW on GPT-2).
+Default learning rates (docs/README.md, 'Defaults at a glance', and each method's page): PoLAR
+4e-3 and LoRA/DoRA 4e-4 (the PoLAR paper's commonsense runs), StelLA 5e-4 (its Llama-3-8B script),
+TopLoRA 1e-4 (its repository default), AdaPreLoRA 4e-4 and PEFT's Riemannian-preconditioned AdamW
+8e-4 (the range reported for scaled AdamW on GPT-2).
 """
 from __future__ import annotations
 

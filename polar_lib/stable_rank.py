@@ -2,9 +2,10 @@
 
 The stable rank sr(M) = ‖M‖_F² / ‖M‖_2² = Σᵢ σᵢ² / σ₁² lies in [1, rank M]; it is the PoLAR paper's
 measure of how many directions an adapter really uses (arXiv 2506.03133, Fig. 1). For an update
-ΔW = s · B C A (B m×k, optional core C k×k, A k×n) it is computed without forming ΔW (methods.md §7):
-thin QRs B = Q_B R_B and Aᵀ = Q_A R_A give σ(ΔW) = s · σ(R_B C R_Aᵀ), a k×k problem, in
-O((m + n) k² + k³) time and O((m + n) k) memory. The scale s cancels in sr.
+ΔW = s · B C A (B m×k, optional core C k×k, A k×n) it is computed without forming ΔW
+(docs/stable-rank.md, 'Factored computation'): thin QRs B = Q_B R_B and Aᵀ = Q_A R_A give
+σ(ΔW) = s · σ(R_B C R_Aᵀ), a k×k problem, in O((m + n) k² + k³) time and O((m + n) k) memory.
+The scale s cancels in sr.
 
 **Convention: sr(0) := 0** (e.g. LoRA or PoLAR at step 0), never NaN; any non-zero update has sr ≥ 1.
 
@@ -96,7 +97,8 @@ def stable_rank(B, A=None, core=None, *, dtype: torch.dtype = torch.float64) -> 
     """Stable rank ‖M‖_F² / ‖M‖_2² of M = B · core · A (or of M = B when A is None).
 
     B: m×k, A: k×n, core: optional k×k (or a k-vector for a diagonal core). Computed from thin QRs
-    of B and Aᵀ in O((m + n) k² + k³), never forming M (methods.md §7); in float64 by default.
+    of B and Aᵀ in O((m + n) k² + k³), never forming M (docs/stable-rank.md, 'Factored
+    computation'); in float64 by default.
     Returns a float in [1, rank M], and 0.0 for M = 0 (our convention sr(0) := 0).
     """
     return _stable_rank_of(singular_values(B, A, core, dtype=dtype))
@@ -218,7 +220,8 @@ def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _folder_core(config: dict, core: torch.Tensor | None) -> torch.Tensor | None:
-    """The core as the method uses it. PoLAR's ``theta`` modes keep an r×r tensor (methods.md §2.1)."""
+    """The core as the method uses it. PoLAR's ``theta`` modes keep an r×r tensor
+    (docs/polar.md, 'Θ modes')."""
     if core is None or core.ndim == 1:
         return core
     theta = config.get("theta", "full")
@@ -352,9 +355,10 @@ def direction_distances(B, A=None, core=None, *, max_rows: int = MAX_HEATMAP_ROW
     """Pairwise distances between the normalised rows of ΔW = B · core · A (or of W = B if A is None).
 
     At most ``max_rows`` rows are used, drawn without replacement by a generator seeded with
-    ``seed`` when ΔW has more; rows that are exactly zero are dropped. Factored (methods.md §7):
-    with a thin QR (core·A)ᵀ = Q R, row i of ΔW is bᵢ Rᵀ Qᵀ, and Q is an isometry, so the rows of
-    B_S Rᵀ (p×k) have exactly ΔW's norms, cosines and distances — O(n k² + p² k), no ΔW, no m×m.
+    ``seed`` when ΔW has more; rows that are exactly zero are dropped. Factored
+    (docs/stable-rank.md, 'Direction heatmap'): with a thin QR (core·A)ᵀ = Q R, row i of ΔW is
+    bᵢ Rᵀ Qᵀ, and Q is an isometry, so the rows of B_S Rᵀ (p×k) have exactly ΔW's norms, cosines
+    and distances — O(n k² + p² k), no ΔW, no m×m.
     Order: ``scipy.cluster.hierarchy`` average linkage of those distances (as the PoLAR code).
     """
     if max_rows < 1:

@@ -5,7 +5,8 @@ problem: Riemannian gradient descent on the polar-decomposed parametrisation ΔW
 (X ∈ St(m, r), Y ∈ St(n, r), Θ ∈ R^{r×r}) converges linearly, gradient descent on the LoRA (Burer–
 Monteiro) factorisation ΔW = B A is slow (sublinear when over-parametrised, slowed by the condition
 number). The paper's exact objective, sizes, steps and inits are not known to us; this module
-implements the setting of methods.md §8 (ours, checked), with every knob a parameter.
+implements the setting of docs/toy-problem.md, 'Our setting' (ours, checked), with every knob a
+parameter.
 
 Problem (``make_problem``): target M* = U diag(σ) Vᵀ ∈ R^{m×n} of rank r*, U, V seeded orthonormal,
 σᵢ = κ^{−(i−1)/(r*−1)} (so σ₁ = 1, σ_{r*} = 1/κ). Objective over ΔW of rank ≤ r:
@@ -15,7 +16,7 @@ Problem (``make_problem``): target M* = U diag(σ) Vᵀ ∈ R^{m×n} of rank r*,
 - ``"sensing"``: f(ΔW) = (1/2p) Σ_k (⟨A_k, ΔW⟩ − y_k)², y_k = ⟨A_k, M*⟩, A_k with i.i.d. N(0, 1)
   entries, p = 5 r* (m + n) by default; noiseless, so for r ≥ r* the optimum is M*, f* = 0
   (for r < r* there is no closed form and it is refused). Each step costs two products with the
-  p×mn measurement matrix: ~5 ms at the §8 sizes, ~50× a factorisation step.
+  p×mn measurement matrix: ~5 ms at the default sizes, ~50× a factorisation step.
 
 Solvers (one step each, all from the current iterate; G = ∇f(ΔW), the m×n Euclidean gradient):
 
@@ -55,7 +56,8 @@ __all__ = [
 PROBLEMS = ("factorisation", "sensing")
 INITS = {"lora-gd": ("small", "lora"), "polar-rgd": ("paper",), "polar-landing": ("paper",)}
 SOLVERS = tuple(INITS)
-# methods.md §8: LoRA-style GD η = 0.2, PoLAR η = 0.3 (σ₁ = 1); every LoRA init side by side.
+# docs/toy-problem.md, 'Solvers': LoRA-style GD η = 0.2, PoLAR η = 0.3 (σ₁ = 1); every LoRA init
+# side by side.
 DEFAULT_STEP_SIZES = {"lora-gd": 0.2, "polar-rgd": 0.3, "polar-landing": 0.3}
 DEFAULT_RUNS = (("lora-gd", "small"), ("lora-gd", "lora"), ("polar-rgd", "paper"), ("polar-landing", "paper"))
 RATE_FLOOR = 1e-25  # below this a float64 loss is round-off, not a rate
@@ -150,14 +152,14 @@ class ToyProblem:
 
 def make_problem(kind: str = "factorisation", *, m: int = 60, n: int = 40, target_rank: int = 4,
                  kappa: float = 1.0, measurements: int | None = None, seed: int = 0) -> ToyProblem:
-    """The toy problem of methods.md §8.
+    """The toy problem of docs/toy-problem.md, 'Our setting'.
 
     Parameters
     ----------
     kind : ``"factorisation"`` (f = ½‖ΔW − M*‖_F²) or ``"sensing"`` (random Gaussian measurements).
-    m, n : size of ΔW (60×40 in §8).
-    target_rank : r*, the rank of M* (4 in §8).
-    kappa : condition number σ₁/σ_{r*} ≥ 1; σᵢ = κ^{−(i−1)/(r*−1)} ({1, 5, 30} in §8).
+    m, n : size of ΔW (60×40 by default).
+    target_rank : r*, the rank of M* (4 by default).
+    kappa : condition number σ₁/σ_{r*} ≥ 1; σᵢ = κ^{−(i−1)/(r*−1)} (the notebook: {1, 5, 30}).
     measurements : p for sensing; default 5 r* (m + n).
     seed : seeds U, V (and the measurements).
     """
@@ -226,7 +228,7 @@ def _initial_factors(solver: str, init: str, m: int, n: int, r: int, init_scale:
         bound = 1 / math.sqrt(n)  # PEFT LoRA: B = 0, A ~ kaiming_uniform(a=√5) = U(±1/√n)
         return [torch.zeros(m, r, dtype=torch.float64),
                 (2 * torch.rand(r, n, generator=g, dtype=torch.float64) - 1) * bound]
-    # PoLAR's default: orthonormal B and Aᵀ, Θ = 0 (methods.md §2.1)
+    # PoLAR's default: orthonormal B and Aᵀ, Θ = 0 (docs/polar.md, 'Initialisation')
     X, Y = random_stiefel(m, r, generator=g), random_stiefel(n, r, generator=g)
     return [X, torch.zeros(r, r, dtype=torch.float64), Y]
 
@@ -366,7 +368,7 @@ class RateFit:
 
 
 def fit_rate(iterations, losses, floor: float = RATE_FLOOR, stall_decades: float = STALL_DECADES) -> RateFit:
-    """Fit the rate of a loss curve (methods.md §8).
+    """Fit the rate of a loss curve (docs/toy-problem.md, 'Rates').
 
     The window is the second half of the run before the loss first falls to ``floor`` (or turns
     non-finite): t ∈ [t_end/2, t_end]. Two least-squares lines are fitted there: log10 loss against

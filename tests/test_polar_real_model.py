@@ -12,7 +12,7 @@ from polar_lib.optim.landing import polar_factors
 
 STEPS, BATCH = 500, 8
 # max over steps and layers of ‖ZᵀZ − I‖_F (seed 0). With λ = 5e-3 the penalty is weak against
-# Adam-normalised steps at lr 4e-3 (methods.md §2.4): the factors wander off St by O(1) in
+# Adam-normalised steps at lr 4e-3 (docs/polar.md, "Choosing λ"): the factors wander off St by O(1) in
 # transient spikes (the spikes follow the trajectory, which another BLAS kernel or thread count
 # changes), yet stay bounded. Measured: 4.2–7.1 under ATEN_CPU_CAPABILITY default/avx2/avx512 ×
 # 1/2 threads, 8.2 on another CPU; without the penalty (λ = 0) 46 within 100 steps and 284 by

@@ -1,4 +1,4 @@
-"""The theory toy problem (methods.md §8): optimum, gradients, solvers, rate fits, notebook settings."""
+"""The theory toy problem (docs/toy-problem.md, "Our setting"): optimum, gradients, solvers, rate fits, notebook settings."""
 import math
 from pathlib import Path
 
@@ -121,7 +121,7 @@ def test_solver_gradients_are_the_factor_gradients():
 # --- the solvers ---------------------------------------------------------------------------------
 
 def test_polar_rgd_reaches_the_optimum_on_a_well_posed_case():
-    """methods.md §11: relative loss < 1e-8 at κ = 5, r = 8 within 2000 steps (η = 0.3)."""
+    """docs/toy-problem.md, "What the tests check": relative loss < 1e-8 at κ = 5, r = 8 within 2000 steps (η = 0.3)."""
     problem = toy.make_problem(kappa=5.0)
     run = toy.solve(problem, "polar-rgd", 8, iterations=2000)
     assert run.losses[-1] < 1e-8  # measured 1.4e-17: the claim, not a round-off bound

@@ -103,7 +103,8 @@ class PolarLinear(CoreLinear):
 
 register_lora_method(PEFT_TYPE, PolarConfig)
 
-# The original code's config fields and key names (methods.md §2.5) and ours.
+# The original code's config fields and key names, and ours (docs/polar.md, 'Deviations from the
+# original code').
 _ORIGINAL_THETA = {"identity": "full", "diagonal": "diagonal", "removal": "fixed_identity"}
 _ORIGINAL_ONLY_FIELDS = ("parameterize_S", "parameterization_lora_S", "adapter_name", "peft_type")
 

@@ -6,8 +6,8 @@ S = ``lora_S`` (an r-vector for diagonal S, else r×r). The layer is a ``CoreLin
 kept on the Stiefel manifold by the optimizer (``polar_lib.optim.stella.create_stella_optimizer``:
 Riemannian gradient before the step, tangent projection and retraction after it).
 
-Initialisation (faithful to the original, methods.md §3): S = I and nothing is subtracted from W0,
-so ΔW₀ = s · U Vᵀ ≠ 0 (all r singular values equal to s).
+Initialisation (faithful to the original, docs/stella.md, 'Initialisation'): S = I and nothing is
+subtracted from W0, so ΔW₀ = s · U Vᵀ ≠ 0 (all r singular values equal to s).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """TopLoRA: LoRA with token-wise gates between A and B, y = W0 x + s · B((A x) ⊙ λ(x)).
 
-TopLoRA (arXiv 2510.23123; methods.md §4). Per token x ∈ Rⁿ the gate is
+TopLoRA (arXiv 2510.23123; docs/toplora.md, 'Parametrisation'). Per token x ∈ Rⁿ the gate is
 λ(x) = exp(RMSNorm(x Θ)) ∈ R^r_{>0}, with Θ ∈ R^{n×r} and an RMSNorm over the token's r entries
 with gain γ ∈ R^r and eps = the dtype's machine epsilon. The gate reads x before dropout. So
 ΔW_x = s · B diag(λ(x)) A depends on the token: the adapter cannot be merged into W0 or exported

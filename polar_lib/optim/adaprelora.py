@@ -14,11 +14,11 @@ With g_A = BᵀG, g_B = G Aᵀ, M_B = BᵀPB, M_A = AQAᵀ (all r×r) the closed
 
     ΔA = M_B⁻¹ [ g_A Q⁻¹ − ½ (g_A Aᵀ) M_A⁻¹ A ],   ΔB = [ P⁻¹ g_B − ½ B M_B⁻¹ (Bᵀ g_B) ] M_A⁻¹,
 
-O((m+n) r² + r³) per layer, never an m×n matrix. The formulas are our derivation (methods.md §5),
-matching a third-party transcription of the paper's Thm 3.2, and are checked in float64 against
-a dense weighted least-squares solve in ``tests/test_adaprelora.py``.
+O((m+n) r² + r³) per layer, never an m×n matrix. The formulas are our derivation
+(docs/adaprelora.md, 'Update'), matching a third-party transcription of the paper's Thm 3.2, and
+are checked in float64 against a dense weighted least-squares solve in ``tests/test_adaprelora.py``.
 
-Where the paper is open, this module follows the resolutions of methods.md §5:
+Where the paper is open, this module follows docs/adaprelora.md, 'Choices where the paper is open':
 
 - **Statistics from the surrogate gradient** G̃ = ḡ_B A + B̄ ḡ_A, computed from the factors in
   O((m+n) r²) (``adafactor_statistics``); the exact G is m×n and not available from autograd.
@@ -53,7 +53,7 @@ from torch import nn
 from .._checks import check_choice
 from .base import check_optimizer_class, hooked_step, split_param_groups
 
-DEFAULT_LR = 4e-4            # methods.md §5 (paper's GPT-2 range 1e-4 to 8e-4)
+DEFAULT_LR = 4e-4            # docs/adaprelora.md, 'Defaults' (paper's GPT-2 range 1e-4 to 8e-4)
 BETA2_DECAY = -0.8           # β̂₂,t = 1 − t^(−0.8)
 EPS1 = 1e-30                 # ε₁ inside rowsum(G∘G + ε₁)
 DAMPING = 1e-6               # δ in (M + δ (tr M / r) I)⁻¹
@@ -356,7 +356,7 @@ def create_adaprelora_optimizer(model: nn.Module, *, lr: float = DEFAULT_LR, var
     model : a model with PEFT LoRA layers (any ``LoraLayer`` whose ``lora_A``/``lora_B`` are
         ``nn.Linear``, every adapter with trainable factors). A layer with an r×r core (PoLAR,
         StelLA) is preconditioned as if ΔW = s·B A; its core takes the base step.
-    lr : learning rate (4e-4 by default; methods.md §5).
+    lr : learning rate (4e-4 by default; docs/adaprelora.md, 'Defaults').
     variant : ``"adamw"`` (default) — the directions replace the factors' gradients and AdamW
         (betas 0.9/0.999, eps 1e-8 unless given in ``optimizer_kwargs``) steps; ``"sgd"`` — SGD
         steps, p ← p − lr·d.

@@ -15,7 +15,7 @@ from ..adapters.polar import PolarLinear
 from ..geometry import LANDING_FIELDS, landing_field
 from .base import split_param_groups, wrap_optimizer
 
-DEFAULT_LANDING_LAMBDA = 5e-3  # the PoLAR scripts' value for LLMs (methods.md §2.4)
+DEFAULT_LANDING_LAMBDA = 5e-3  # the PoLAR scripts' value for LLMs (docs/polar.md, 'Choosing λ')
 
 
 def polar_factors(model: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter]]:

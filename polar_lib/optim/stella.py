@@ -1,8 +1,8 @@
 """The StelLA optimizer: any Euclidean torch optimizer, made Riemannian on the Stiefel manifold.
 
-StelLA (arXiv 2510.01938; methods.md §3). U (``lora_B``, m×r) and V (``lora_A``ᵀ, n×r) are tall
-factors X with orthonormal columns; S and every other parameter stay Euclidean. Around each real
-``step()`` (after gradient clipping and unscaling, once per accumulated step):
+StelLA (arXiv 2510.01938; docs/stella.md, 'Optimizer'). U (``lora_B``, m×r) and V (``lora_A``ᵀ,
+n×r) are tall factors X with orthonormal columns; S and every other parameter stay Euclidean.
+Around each real ``step()`` (after gradient clipping and unscaling, once per accumulated step):
 
 1. before the base step: G ← G − X Gᵀ X (the Riemannian gradient in the canonical metric), and X
    is remembered;
