@@ -21,9 +21,9 @@ def test_every_method_trains_saves_and_reloads(method, tmp_path):
     losses = metrics["loss_history"]
     assert metrics["steps"] == 40
     # No claim that it learns: BoolQ questions without their passage stay near the majority class in
-    # 40 steps at the paper's learning rates (the last 4 steps were 1–11 % below the first 4, too little
+    # 40 steps at the paper's learning rates (the last 4 steps were 2–11 % below the first 4, too little
     # to assert). The claim is that training runs and does not blow up: 2-class cross-entropy is
-    # log 2 = 0.69 for a uniform guess (measured ≤ 0.70 on every step); 5·log 2 = 3.47 leaves ≥ 4×.
+    # log 2 = 0.69 for a uniform guess (measured ≤ 0.77 on every step); 5·log 2 = 3.47 leaves ≥ 4×.
     assert all(math.isfinite(v) for v in losses) and max(losses) < 5 * math.log(2), losses
 
     model, tokenizer = load_trained(run_dir)
