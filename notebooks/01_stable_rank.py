@@ -347,9 +347,8 @@ if {"lora", "polar"} <= set(methods) and len(ranks) >= 2:
 #   step; LoRA's drifts down from 1.42 to 1.34.
 # - **PoLAR above LoRA — at r ≥ 16 only.** At r = 16 and 32 PoLAR's final median exceeds LoRA's in both
 #   seeds (by ≥ 0.48 and ≥ 1.02); at r = 4 it is below (1.27 against 1.48) and at r = 8 level, so the
-#   verdict "exceeds at every r" fails. At this budget PoLAR starts lower (its orthonormal factors
-#   begin with Θ = 0, and the first steps fill one direction of Θ) and overtakes LoRA only where r
-#   leaves room to grow.
+#   verdict "exceeds at every r" fails: at this budget PoLAR starts below LoRA at every r (step 25) and
+#   overtakes it only at r ≥ 16. Why it starts lower was not investigated.
 # - **Against the paper's level:** our PoLAR reaches 2.4 at r = 32 where the paper reports 5.5 (Fig. 1)
 #   and 11 (README): the trend reproduces, the level does not — 200 steps of 2 examples are under 5 % of
 #   one BoolQ epoch against the paper's 5 epochs at batch 128, on a 135 M model, and the curves are

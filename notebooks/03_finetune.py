@@ -436,8 +436,7 @@ print(side_by_side.to_string(index=False))
 #   every question alike: PoLAR and LoRA disagree on 9 of 1000 question pairs (3 won, 6 lost, exact
 #   McNemar p = 0.51), DoRA and LoRA on none.
 # - **StelLA is worse: 58.4 %, −5.2 points (95 % CI −7.7 to −2.7)**, the one difference that is real at
-#   this budget; its S = I start (ΔW₀ ≠ 0) moves the model away from the majority answer it does not
-#   yet replace with anything better.
+#   this budget (its update starts non-zero, S = I; whether that is the cause was not investigated).
 # - **Against the paper** (Llama-2-7B, with the passage, 5 epochs: LoRA 87.34, DoRA 87.49, PoLAR 87.74):
 #   the paper's +0.4-point PoLAR gain on BoolQ is of the size this design could resolve only if the
 #   models disagreed on questions; here they barely do (0.9 % discordance), because 200 steps on

@@ -245,6 +245,7 @@ def evaluation_key(tasks: list[str], limit: int | None, online: bool, data_dir: 
     from importlib.metadata import version
 
     from . import __version__
+    from .train import jsonable
 
     per_task = {}
     for task in tasks:
@@ -255,13 +256,10 @@ def evaluation_key(tasks: list[str], limit: int | None, online: bool, data_dir: 
         config = lm_eval_task_config(task, data_dir, limit)
         records = Path(config.pop("dataset_kwargs")["data_files"]["test"]).name  # content-addressed, not the path
         per_task[task] = {"sha256": task_data.file_sha256(task_data.task_file(task, "test", data_dir)),
-                          "records": records, "config": json.loads(json.dumps(config, default=_qualified_name))}
+                          "records": records, "config": jsonable(config)}
     return {"tasks": per_task, "limit": limit, "online": online,
             "versions": {"polar_lib": __version__, "lm_eval": version("lm_eval")}}
 
-
-def _qualified_name(value) -> str:
-    return f"{value.__module__}.{value.__qualname__}"
 
 
 def evaluate_run(run_dir: str | Path, tasks: list[str] | None = None, limit: int | None = None,

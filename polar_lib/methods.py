@@ -24,6 +24,7 @@ from peft.tuners.tuners_utils import _maybe_include_all_linear_layers, check_tar
 from torch import nn
 
 from .adapters import PolarConfig, StellaConfig, TopLoraConfig
+from .adapters._peft import check_rank
 from .optim import create_adaprelora_optimizer, create_landing_optimizer, create_stella_optimizer
 
 
@@ -92,10 +93,7 @@ def check_targets(model: nn.Module, config) -> None:
         if not isinstance(module, nn.Linear):
             raise ValueError(f"target_modules: {name} is a {type(module).__name__}; polar_lib adapts nn.Linear "
                              "layers only (use peft.get_peft_model for LoRA on other layer types)")
-        limit = min(module.in_features, module.out_features)
-        if config.r > limit:
-            raise ValueError(f"r must be at most {limit} = min(in, out) of the targeted layer {name} "
-                             f"({module.in_features} -> {module.out_features}), got {config.r}")
+        check_rank(config.r, module, name)
 
 
 def prepare(model, method: str, *, r: int = 8, lora_alpha: float | None = None, target_modules="all-linear",

@@ -58,7 +58,7 @@ class RunConfig:
     (MiniLM, BERT) train a sequence classifier over the choices instead.
     save_steps: a checkpoint (and a line of ``stable_ranks.csv`` per layer) every that many steps.
     group_by_length: batches of similar lengths (transformers' length-grouped sampler; each batch is
-    padded to its own longest sequence only), far less padding for the same examples.
+    padded to its own longest sequence only), less padding for the same examples.
     adapter_options / optimizer_options: extra keyword arguments for the method's PEFT config
     (e.g. ``{"theta": "diagonal"}``) and optimizer (e.g. ``{"landing_lambda": 1.0}``).
     """
@@ -114,15 +114,15 @@ class RunConfig:
         return options
 
 
-def _jsonable(value):
-    """``value`` in a canonical JSON form: sets sorted, tuples as lists, classes and enums by name."""
+def jsonable(value):
+    """``value`` in a canonical JSON form: sets sorted, tuples as lists, classes, functions and enums by name."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (set, frozenset)):
-        return sorted(_jsonable(v) for v in value)
+        return sorted(jsonable(v) for v in value)
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, type):
+        return [jsonable(v) for v in value]
+    if isinstance(value, type) or callable(value):  # classes and functions by name, never by address
         return f"{value.__module__}.{value.__qualname__}"
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -150,7 +150,7 @@ def run_identity(config: RunConfig, data_dir: str | Path | None = None) -> dict:
                           **config.peft_options()).to_dict()
     optimizer = optimizer_settings(config.method, lr=config.lr, weight_decay=config.weight_decay,
                                    **config.optimizer_options)
-    return _jsonable({
+    return jsonable({
         "config": config.to_dict(),
         "resolved": {"adapter": adapter, "optimizer": optimizer},
         "versions": {"polar_lib": __version__, **{name: version(name) for name in VERSIONED}},
@@ -293,7 +293,6 @@ class RunPlan:
     run_dir: Path
     identity: dict
     data_dir: str | Path | None
-    finished: bool
     built: tuple | None = field(default=None, repr=False)  # _build's result, made while validating
 
 
@@ -311,8 +310,8 @@ def plan_run(config: RunConfig, runs_dir: str | Path = "runs", run_dir: str | Pa
         if changes:
             raise FileExistsError(f"{run_dir} holds a different run ({'; '.join(changes)}); "
                                   "choose another run_dir or delete that one")
-    plan = RunPlan(config, run_dir, identity, data_dir, (run_dir / "metrics.json").exists())
-    if not plan.finished:
+    plan = RunPlan(config, run_dir, identity, data_dir)
+    if not (run_dir / "metrics.json").exists():
         plan.built = _build(plan)  # the model, the adapter and the optimizer: a bad target or r fails here
     return plan
 
@@ -388,11 +387,10 @@ def train(config: RunConfig, runs_dir: str | Path = "runs", run_dir: str | Path 
 
 def _train_one(config: RunConfig, runs_dir: str, data_dir, threads: int) -> Path:
     """One run of ``train_all`` in a worker process: ``threads`` BLAS threads, its output swallowed."""
-    import contextlib
-    import io
+    from .figures import quiet
 
     torch.set_num_threads(threads)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with quiet():
         return train(config, runs_dir, data_dir=data_dir, progress=False)
 
 
@@ -410,8 +408,7 @@ def train_all(configs: list[RunConfig], runs_dir: str | Path = "runs", *, worker
 
     from tqdm.auto import tqdm
 
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    check_positive_int("workers", workers)
     names = [run_name(run_identity(config, data_dir)) for config in configs]
     todo = [i for i, name in enumerate(names) if not (Path(runs_dir) / name / "metrics.json").exists()]
     log.info(f"{len(configs) - len(todo)} of {len(configs)} runs already finished (reused); training "

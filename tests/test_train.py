@@ -129,7 +129,7 @@ BAD_OPTIONS = [
     (["--data-dir", "/no/such/dir"], "data directory /no/such/dir (from the data_dir argument) does not exist"),
     (["--target-modules", "nothing_proj"], "target_modules ['nothing_proj'] match no layer"),
     (["--target-modules", "embed_tokens"], "model.embed_tokens is a Embedding; polar_lib adapts nn.Linear"),
-] + [(["--method", method, "--r", "5000"], "r must be at most 64 = min(in, out) of the targeted layer model.layers.0")
+] + [(["--method", method, "--r", "5000"], "min(in_features, out_features) = 64 for every target (a 64->64 nn.Linear model.layers.0")
      for method in ("lora", "dora", "polar", "stella", "toplora")]
 
 

@@ -37,11 +37,11 @@ def check_linear_target(base_layer: nn.Module, config, method: str) -> None:
         config.fan_in_fan_out = False
 
 
-def check_rank(r: int, base_layer: nn.Linear) -> None:
-    """Raise unless 1 ≤ r ≤ min(in_features, out_features)."""
+def check_rank(r: int, base_layer: nn.Linear, name: str = "") -> None:
+    """Raise unless 1 ≤ r ≤ min(in_features, out_features) (``name``: the layer's path, for the message)."""
     limit = min(base_layer.in_features, base_layer.out_features)
     if not 1 <= r <= limit:
         raise ValueError(
             f"r must satisfy 1 <= r <= min(in_features, out_features) = {limit} for every target "
-            f"(a {base_layer.in_features}->{base_layer.out_features} nn.Linear); got r={r}."
+            f"(a {base_layer.in_features}->{base_layer.out_features} nn.Linear{' ' + name if name else ''}); got r={r}."
         )
