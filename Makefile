@@ -37,16 +37,26 @@ test: $(STAMP)  ## every test: the library (pytest) and the notebooks (nbval); T
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly
 
-figures: $(STAMP)  ## run every notebook headlessly with papermill; figures land in figures/
-	@case " $(PROFILES) " in *" $(PROFILE) "*) ;; *) echo "PROFILE must be one of: $(PROFILES) (got '$(PROFILE)')"; exit 2;; esac
+# One executed notebook per source: `make -j2 figures` runs notebooks side by side (runs they share are
+# locked, trained once), and only a notebook whose source or profile changed runs again (`make -B figures`
+# reruns all). Each notebook's wall time is printed.
+EXECUTED_NOTEBOOKS := $(patsubst notebooks/%.py,$(EXECUTED)/%.ipynb,$(NOTEBOOKS))
+ifneq ($(filter figures,$(MAKECMDGOALS)),)
+ifeq ($(filter $(PROFILE),$(PROFILES)),)
+$(error PROFILE must be one of: $(PROFILES) (got '$(PROFILE)'))
+endif
+endif
+
+figures: $(EXECUTED_NOTEBOOKS)  ## run every notebook headlessly with papermill; figures land in figures/
+
+$(EXECUTED)/%.ipynb: notebooks/%.py notebooks/profiles/$(PROFILE)/%.yaml $(STAMP)
 	@mkdir -p $(EXECUTED)
-	@set -e; for nb in $(NOTEBOOKS); do \
-		stem=$$(basename $$nb .py); params=notebooks/profiles/$(PROFILE)/$$stem.yaml; \
-		echo "== $$stem ($(PROFILE) profile)"; \
-		$(PY) -m jupytext --to ipynb --output $(EXECUTED)/$$stem.source.ipynb $$nb >/dev/null; \
-		$(PY) -m papermill $(EXECUTED)/$$stem.source.ipynb $(EXECUTED)/$$stem.ipynb -k $(KERNEL) \
-			--cwd notebooks $$( [ -f $$params ] && echo "-f $$params" ) --log-level WARNING; \
-	done
+	@echo "== $* ($(PROFILE) profile)"
+	@start=$$(date +%s); \
+	$(PY) -m jupytext --to ipynb --output $(EXECUTED)/$*.source.ipynb $< >/dev/null && \
+	$(PY) -m papermill $(EXECUTED)/$*.source.ipynb $(EXECUTED)/$*.partial.ipynb -k $(KERNEL) --cwd notebooks \
+		-f notebooks/profiles/$(PROFILE)/$*.yaml --log-level WARNING && \
+	mv $(EXECUTED)/$*.partial.ipynb $@ && echo "== $* done in $$(( $$(date +%s) - start )) s"
 
 sync: $(STAMP)  ## pair each notebooks/*.py with its .ipynb (the .py is the source)
 	$(PY) -m jupytext --set-formats ipynb,py:percent $(NOTEBOOKS)

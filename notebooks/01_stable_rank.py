@@ -36,7 +36,7 @@
 # | data | Social IQa / HellaSwag training sets, 5 epochs, batch 128 | BoolQ training set, 200 steps of 2 examples (400 of its 9,427 examples, ≈ 4 % of one epoch), cutoff 256 tokens |
 # | loss | on the whole sequence | on the whole sequence |
 # | modules, α | q, k, v, up, down; α = 32 | q, k, v, up, down; α = 32 |
-# | ranks, seeds | r = 4, 8, 16, 32 | r = 4, 8, 16, 32, seeds 0 and 1 each; DoRA and StelLA at r = 8, seed 0 |
+# | ranks, seeds | r = 4, 8, 16, 32 | r = 4, 8, 16, 32, seeds 0 and 1 each; notebook 03's other methods at r = 8, seed 0 |
 # | lr | PoLAR 4e-3, LoRA 4e-4, cosine | the same peak rates, held constant after warm-up |
 # | stable rank logged | over training (README's third panel) | at step 0 and every 25 steps |
 #
@@ -45,12 +45,13 @@
 # 1.61 (step 75) → 1.90 (step 125) → 2.00 (step 200), still rising. With the loss on the answer tokens
 # only (the previous protocol) the signal is weaker — LoRA 1.28–1.34, PoLAR 1.25 → 1.47 — so this
 # notebook uses the paper's loss on the whole sequence. A 200-step run takes 2–3 min on one thread, so
-# 200 steps is the longest run that keeps the 20 runs of the profile (two at a time) affordable on a CPU.
+# 200 steps is the longest run that keeps the 22 runs the `cpu` sweep shares with notebook 03 (two at
+# a time) within the budget of `make figures`.
 #
 # The CPU scale is still tiny next to the paper's: it shows the **beginning** of a paper-scale run. The
-# defaults in the parameters cell are the CI scale (a random 2-layer model: numbers meaningless, the
-# code path the same); `make figures` runs `profiles/cpu/01_stable_rank.yaml`, and
-# `make figures PROFILE=paper` the paper's model and ranks.
+# parameter `sweep` names the runs (`polar_lib.sweeps.SWEEPS`, shared with notebook 03): `"ci"` by default
+# (a random 2-layer model: numbers meaningless, the code path the same); `make figures` runs `"cpu"`
+# (`profiles/cpu/01_stable_rank.yaml`), and `make figures PROFILE=paper` the paper's model and ranks.
 
 # %%
 import sys
@@ -61,25 +62,7 @@ if "google.colab" in sys.modules:  # Colab: the project (code and its data/ regi
     sys.path.insert(0, "/content/polar_lib")
 
 # %% tags=["parameters"]
-model = "tiny-llama"  # "smollm2-135m" (CPU profile), "meta-llama/Llama-2-7b-hf" (paper profile)
-task = "boolq"  # training task (one with a train split)
-methods = ["lora", "polar"]  # the rank sweep
-ranks = [4, 8]
-seeds = [0, 1]  # every (method, r) of the sweep is trained once per seed
-other_methods = []  # more registry methods, trained at `other_rank` with the same budget, first seed only
-other_rank = 8
-target_modules = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]  # the paper's modules
-lora_alpha = 32  # the paper's α for every r (scale α / r)
-max_steps = 4
-epochs = None  # when set, max_steps is ceil(epochs × training examples / (batch_size × grad_accum))
-batch_size = 2
-grad_accum = 1
-max_length = 128
-train_limit = 16  # first N training examples (None: all)
-loss_on = "sequence"  # the whole "sequence" (the PoLAR code), or the "answer" tokens only
-scheduler = "constant_with_warmup"  # the paper: "cosine" over 5 epochs
-bf16 = False
-save_steps = 2  # the stable rank is logged at step 0 and at every checkpoint (every save_steps steps)
+sweep = "ci"  # the runs (polar_lib.sweeps.SWEEPS: "ci", "cpu", "paper"; or a YAML file), shared with notebook 03
 loss_window = 10  # steps in the rolling mean of the training-loss figure
 workers = 2  # runs trained at once (each in its own single-threaded process)
 heatmap_module = "down_proj"  # the module of the per-layer plot and of the heatmaps (the paper's Fig. 1)
@@ -100,46 +83,47 @@ import pandas as pd
 import seaborn as sns
 
 from polar_lib.figures import save_figure
+from polar_lib.paper import STABLE_RANK as PAPER_STABLE_RANK
 from polar_lib.stable_rank import adapter_factors, direction_distances, plot_direction_heatmap
 from polar_lib.stats import STABLE_RANK_COLUMNS, exceeds, grows_with_rank, grows_with_training, stays_far_below_rank
-from polar_lib.train import RunConfig, load_run, load_stable_ranks, steps_for_epochs, train_all
+from polar_lib.sweeps import get_sweep
+from polar_lib.train import load_run, load_stable_ranks, train_all
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.precision", 2)
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 figures_dir = Path(figures_dir)
-if epochs is not None:
-    max_steps = steps_for_epochs(task, epochs, batch_size, grad_accum, train_limit)
-common = dict(model=model, task=task, lora_alpha=lora_alpha, target_modules=target_modules, max_steps=max_steps,
-              batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, train_limit=train_limit,
-              loss_on=loss_on, scheduler=scheduler, bf16=bf16, save_steps=save_steps)
-n_seeds = len(seeds)
-print(f"{model} on {task}: {max_steps} steps × {batch_size * grad_accum} examples, loss on the {loss_on}, "
-      f"modules {target_modules}, seeds {seeds}")
+sweep = get_sweep(sweep)
+group = sweep.rank_sweep
+task, model, loss_on = group.tasks[0], sweep.training["model"], sweep.training["loss_on"]
+methods, ranks, seeds = list(group.methods), list(group.ranks), list(group.seeds)
+max_steps, n_seeds = sweep.steps(task), len(seeds)
+print(f"{model} on {task}: {max_steps} steps × {sweep.training['batch_size'] * sweep.training['grad_accum']} "
+      f"examples, loss on the {loss_on}, modules {sweep.training['target_modules']}, ranks {ranks}, seeds {seeds}")
 
 # %% [markdown]
 # ## Training
-# One run per (method, r, seed) of the sweep, and one per other method at r = `other_rank` (first seed),
-# all with the same steps, batch and data; each method at its registry learning rate (PoLAR 4e-3, LoRA
-# 4e-4: the paper's). A finished run is reused from `runs_dir`.
+# The sweep's `rank_sweep` runs — one per (method, r, seed) — and, on the same task with its first seed,
+# the `comparison` and `others` runs of notebook 03 (every method at 03's ranks), all with the same
+# steps, batch and data; each method at its registry learning rate (PoLAR 4e-3, LoRA 4e-4: the paper's).
+# A finished run is reused from `runs_dir` (notebook 03 reuses these).
 
 # %%
-configs = {(method, r, seed): RunConfig(method=method, r=r, seed=seed, **common)
-           for method in methods for r in ranks for seed in seeds}
-configs |= {(method, other_rank, seeds[0]): RunConfig(method=method, r=other_rank, seed=seeds[0], **common)
-            for method in other_methods}
+configs = sweep.configs("rank_sweep") | sweep.configs("comparison", "others", tasks=group.tasks, seeds=seeds[:1])
 run_dirs = dict(zip(configs, train_all(list(configs.values()), runs_dir, workers=workers, progress=False)))
-for (method, r, seed), run_dir in run_dirs.items():
+for (_, method, r, seed), run_dir in run_dirs.items():
     metrics = load_run(run_dir)[1]
     losses = metrics["loss_history"]
     first, last = losses[:loss_window], losses[-loss_window:]
     print(f"{method:>16} r={r:<3} seed {seed}: loss {sum(first) / len(first):.2f} → {sum(last) / len(last):.2f} "
           f"(mean of the first / last {len(last)} steps; {metrics['train_runtime_s']:.0f} s)")
+others = list(dict.fromkeys(method for _, method, _, _ in configs if method not in methods))  # 03's other methods
+panel_rank = max((r for _, method, r, _ in configs if method in others), default=None)  # the one-rank panel's
 
 # %%
 loss_frame = pd.DataFrame([{"method": method, "r": r, "seed": seed, "step": step, "training loss": loss}
-                           for (method, r, seed), run_dir in run_dirs.items()
+                           for (_, method, r, seed), run_dir in run_dirs.items() if method in methods
                            for step, loss in enumerate(load_run(run_dir)[1]["loss_history"], start=1)])
 loss_frame["smoothed loss"] = (loss_frame.groupby(["method", "r", "seed"])["training loss"]
                                .rolling(loss_window, min_periods=1).mean()
@@ -148,8 +132,7 @@ grid = sns.relplot(loss_frame, x="step", y="smoothed loss", hue="method", col="r
                    estimator="mean", errorbar=("pi", 100), height=2.8, aspect=1.1)
 grid.set_axis_labels("step", "training loss (rolling mean)")
 grid.figure.suptitle(f"Training loss ({model}, {task}, loss on the {loss_on}), rolling mean over {loss_window} "
-                     f"steps\nline = mean over {n_seeds} seeds, band = min–max over seeds"
-                     f"{' (other methods: one seed)' if other_methods else ''}", y=1.12)
+                     f"steps\nline = mean over {n_seeds} seeds, band = min–max over seeds", y=1.12)
 save_figure(grid.figure, loss_frame, "01_training_loss", figures_dir)
 plt.show()
 
@@ -162,14 +145,14 @@ plt.show()
 
 # %%
 stable = pd.concat([load_stable_ranks(run_dir).drop(columns="method").assign(method=method, r=r, seed=seed)
-                    for (method, r, seed), run_dir in run_dirs.items()], ignore_index=True)
+                    for (_, method, r, seed), run_dir in run_dirs.items()], ignore_index=True)
 stable = stable[list(STABLE_RANK_COLUMNS)]
 final = stable[stable.step == stable.groupby(["method", "r", "seed"]).step.transform("max")]
-sweep = stable[stable.method.isin(methods) & stable.r.isin(ranks) & stable.seed.isin(seeds)]
-final_sweep = final[final.index.isin(sweep.index)]
-n_layers = sweep.layer.nunique()
-logged = sorted(sweep.step.unique().tolist())
-print(f"{len(stable)} rows: {n_layers} layers × {sweep.module.nunique()} module types, logged at steps {logged}")
+swept = stable[stable.method.isin(methods) & stable.r.isin(ranks) & stable.seed.isin(seeds)]
+final_sweep = final[final.index.isin(swept.index)]
+n_layers = swept.layer.nunique()
+logged = sorted(swept.step.unique().tolist())
+print(f"{len(stable)} rows: {n_layers} layers × {swept.module.nunique()} module types, logged at steps {logged}")
 print(f"final median stable rank over the {n_layers} layers, per module type (mean over {n_seeds} seeds)")
 (final_sweep.groupby(["module", "method", "r", "seed"]).stable_rank.median()
  .groupby(["module", "method", "r"]).mean().unstack("r"))
@@ -180,7 +163,7 @@ print(f"final median stable rank over the {n_layers} layers, per module type (me
 # PoLAR's climbing over training while LoRA's stays flat.
 
 # %%
-medians = sweep.groupby(["method", "r", "seed", "step", "module"]).stable_rank.median().reset_index()
+medians = swept.groupby(["method", "r", "seed", "step", "module"]).stable_rank.median().reset_index()
 drawn = medians[(medians.step > 0) | (medians.stable_rank > 0)]  # step 0 only where ΔW ≠ 0 there
 grid = sns.relplot(drawn, x="step", y="stable_rank", hue="method", col="r", row="module", kind="line",
                    marker="o", markersize=4, estimator="mean", errorbar=("pi", 100), height=2.0, aspect=1.3,
@@ -190,7 +173,7 @@ grid.set_axis_labels("step", "median sr")
 grid.figure.suptitle(f"Median stable rank of ΔW over {n_layers} layers against the step ({model}, {task}, "
                      f"{max_steps} steps)\nline = mean over {n_seeds} seeds, band = min–max over seeds; step 0 "
                      "not drawn where ΔW = 0 (sr := 0)", y=1.03)
-save_figure(grid.figure, sweep, "01_stable_rank_over_training", figures_dir)
+save_figure(grid.figure, swept, "01_stable_rank_over_training", figures_dir)
 plt.show()
 
 # %% [markdown]
@@ -241,19 +224,19 @@ plt.show()
 
 # %% [markdown]
 # ## Every method at one rank
-# All methods trained with the same budget at r = `other_rank`, first seed (the other methods have one
-# seed; their accuracy, over three seeds, is in notebook 03). Two caveats when reading it: StelLA's
+# Every method trained on this task with the same budget, at the largest rank of notebook 03's runs,
+# first seed (their accuracy is in notebook 03). Two caveats when reading it: StelLA's
 # update s·USVᵀ is not zero at initialisation (S = I, so all r singular values are equal and sr = r at
 # step 0; docs/stella.md, 'Initialisation'), so its stable rank mostly shows how little the steps
 # move S — the step-0 markers show each method's starting point; DoRA is measured as s·BA, without its
 # magnitude vector (as the PoLAR code measures it). TopLoRA's ΔW depends on the token, so it has no
-# stable rank and is not trained here.
+# stable rank and is not shown.
 
 # %%
-at_rank = stable[(stable.r == other_rank) & (stable.seed == seeds[0]) & stable.method.isin(methods + other_methods)]
+at_rank = stable[(stable.r == panel_rank) & (stable.seed == seeds[0])]
 at_rank = at_rank[(at_rank.step == 0) | at_rank.index.isin(final.index)]
 if len(at_rank):
-    order = [m for m in methods + other_methods if m in set(at_rank.method)]
+    order = [m for m in methods + others if m in set(at_rank.method)]
     modules = sorted(at_rank.module.unique())
     start = at_rank[at_rank.step == 0].groupby(["method", "module"]).stable_rank.median().reset_index()
     fig, ax = plt.subplots(figsize=(10, 3.8))
@@ -261,10 +244,10 @@ if len(at_rank):
                 hue_order=modules, ax=ax, fliersize=2, linewidth=0.8)
     sns.stripplot(start, x="method", y="stable_rank", hue="module", order=order, hue_order=modules, dodge=True,
                   jitter=False, marker="X", size=7, palette=["black"] * len(modules), legend=False, ax=ax)
-    ax.axhline(other_rank, ls="--", color="grey", lw=1, label=f"sr = r = {other_rank}")
+    ax.axhline(panel_rank, ls="--", color="grey", lw=1, label=f"sr = r = {panel_rank}")
     ax.plot([], [], "X", color="black", label="step 0 (median)")
     ax.set(xlabel="", ylabel="stable rank of ΔW",
-           title=f"All methods at r = {other_rank}, seed {seeds[0]}: boxes = final step, {n_layers} layers each; "
+           title=f"All methods at r = {panel_rank}, seed {seeds[0]}: boxes = final step, {n_layers} layers each; "
                  f"× = median at step 0\n(0 for a zero-initialised ΔW; StelLA starts at sr = r: S = I)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     save_figure(fig, at_rank, "01_stable_rank_methods", figures_dir)
@@ -278,14 +261,14 @@ if len(at_rank):
 # vector, up to sign: distances 0 or 2).
 
 # %%
-heatmap_runs = [(method, max(ranks), seeds[0]) for method in methods]
+heatmap_runs = [(task, method, max(ranks), seeds[0]) for method in methods]
 factors = {key: adapter_factors(run_dirs[key] / "adapter") for key in heatmap_runs}
 layers = sorted({f.layer for f in factors[heatmap_runs[0]] if f.module == heatmap_module})
 layer = layers[len(layers) // 2] if heatmap_layer is None else heatmap_layer
 fig, axes = plt.subplots(1, len(heatmap_runs), figsize=(4.2 * len(heatmap_runs), 3.6), squeeze=False)
 heat_rows = []
-for ax, (method, r, seed) in zip(axes.flat, heatmap_runs):
-    factor = next(f for f in factors[method, r, seed] if f.module == heatmap_module and f.layer == layer)
+for ax, (_, method, r, seed) in zip(axes.flat, heatmap_runs):
+    factor = next(f for f in factors[task, method, r, seed] if f.module == heatmap_module and f.layer == layer)
     distances = direction_distances(factor.B, factor.A, factor.core, max_rows=heatmap_rows, seed=seed)
     sr = final.query("method == @method and r == @r and seed == @seed and module == @heatmap_module "
                      "and layer == @layer").stable_rank
@@ -314,16 +297,19 @@ plt.show()
 # - The paper's per-task stable ranks put PoLAR at **≈ 10–11 on BoolQ**, the task trained here.
 
 # %%
-per_seed = sweep.groupby(["method", "r", "seed", "step"]).stable_rank.median()
+per_seed = swept.groupby(["method", "r", "seed", "step"]).stable_rank.median()
 print(f"median stable rank over all adapted matrices, mean over {n_seeds} seeds, per logged step:")
 print(per_seed.groupby(["method", "r", "step"]).mean().unstack("step").round(2).to_string())
 print(f"\nfinal median stable rank per seed, {heatmap_module} only:")
 print(final_sweep[final_sweep.module == heatmap_module].groupby(["method", "r", "seed"]).stable_rank.median()
       .unstack("r").round(2).to_string())
-print("\npaper (Llama-2-7B): Fig. 1, down_proj, SIQA, r = 32 — LoRA 1.06, PoLAR 5.49;"
-      "\n  README, HellaSwag, r = 4/8/16/32 — PoLAR 2.7/4.1/6.4/11, LoRA 2.2–2.5; BoolQ — PoLAR ≈ 10–11")
+fig1, hellaswag = PAPER_STABLE_RANK["figure_1"], PAPER_STABLE_RANK["readme_hellaswag_polar_median"]
+print(f"\npaper ({fig1['model']}): Fig. 1, {fig1['module']}, {fig1['task']}, r = {fig1['r']} — LoRA {fig1['lora']}, "
+      f"PoLAR {fig1['polar']}; README, HellaSwag median, r = {'/'.join(map(str, hellaswag))} — PoLAR "
+      f"{'/'.join(f'{v:g}' for v in hellaswag.values())}, LoRA "
+      f"{'–'.join(map(str, PAPER_STABLE_RANK['readme_hellaswag_lora_median']))}")
 if {"lora", "polar"} <= set(methods) and len(ranks) >= 2:
-    for label, table in {"all modules": sweep, heatmap_module: sweep[sweep.module == heatmap_module]}.items():
+    for label, table in {"all modules": swept, heatmap_module: swept[swept.module == heatmap_module]}.items():
         print(f"\nverdicts, {label}:")
         for verdict in (stays_far_below_rank(table, "lora"), grows_with_rank(table, "polar"),
                         grows_with_training(table, "polar"), exceeds(table, "polar", "lora")):

@@ -46,8 +46,9 @@
 # | seeds | 1 | LoRA, DoRA, PoLAR: 2 (paired); the others: 1 |
 # | uncertainty | none | Wilson intervals over questions; paired McNemar test against LoRA |
 #
-# The defaults in the parameters cell are the CI scale (a random 2-layer model: numbers meaningless, the
-# code path the same); `make figures PROFILE=paper` runs the paper's setting on a GPU.
+# The parameter `sweep` names the runs (`polar_lib.sweeps.SWEEPS`, shared with notebook 01): `"ci"` by
+# default (a random 2-layer model: numbers meaningless, the code path the same), `"cpu"` in `make figures`,
+# `"paper"` in `make figures PROFILE=paper` (the paper's setting, on a GPU).
 
 # %% [markdown]
 # ## Why this CPU design
@@ -58,8 +59,9 @@
 #   the paper's gain is, has none in the data registry), with a large test split (3270 questions).
 # - **Loss on the whole sequence**, as in the PoLAR code, and **200 steps**: the step count at which
 #   notebook 01 sees PoLAR's stable rank rise (its median climbs from ≈ 1.3 at step 25 to ≈ 2 at step
-#   200 while LoRA's stays flat). The training fields equal notebook 01's CPU profile, so the runs they
-#   share (LoRA and PoLAR at r = 8, seeds 0 and 1; DoRA and StelLA at r = 8, seed 0) are one cached run.
+#   200 while LoRA's stays flat). Both notebooks take their runs from one sweep (`polar_lib.sweeps`,
+#   `cpu`), so the runs they share (every run at r = 8 with seed 0, and LoRA and PoLAR's seed 1) are one
+#   cached run, trained by whichever notebook runs first.
 # - **Many questions give power**: the uncertainty of a score is set by the number of questions, not of
 #   seeds. At n = 500 and p ≈ 0.6 the 95 % Wilson half-width is ≈ 4.3 points, against ≈ 15 at the
 #   40 questions of the earlier design (computed below). Evaluation is cheap next to training, so the
@@ -81,25 +83,7 @@ if "google.colab" in sys.modules:  # Colab: the project (code and its data/ regi
     sys.path.insert(0, "/content/polar_lib")
 
 # %% tags=["parameters"]
-model = "tiny-llama"  # "smollm2-135m" (CPU profile), "meta-llama/Llama-2-7b-hf" (paper profile)
-tasks = ["boolq"]  # one adapter per task: trained on its train split, scored on its test split
-methods = ["lora", "polar"]  # the paired comparison, every seed of `seeds` (the profiles: lora, dora, polar)
-other_methods = []  # the other methods of polar_lib.methods.METHODS, seeds `other_seeds` only
-ranks = [8]
-seeds = [0, 1]
-other_seeds = [0]
-target_modules = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]  # the paper's modules
-lora_alpha = 32  # the paper's α for every r (scale α / r)
-max_steps = 2
-epochs = None  # when set, each task gets ceil(epochs × training examples / (batch_size × grad_accum)) steps
-batch_size = 2
-grad_accum = 1
-max_length = 128
-train_limit = 16  # first N training examples (None: all)
-loss_on = "sequence"  # the whole "sequence" (the PoLAR code), or the "answer" tokens only
-scheduler = "constant_with_warmup"  # the paper: "cosine"
-bf16 = False
-save_steps = 1  # as in notebook 01, so that identical runs are shared
+sweep = "ci"  # the runs (polar_lib.sweeps.SWEEPS: "ci", "cpu", "paper"; or a YAML file), shared with notebook 01
 workers = 2  # runs trained at once, one thread each (polar_lib.train.train_all)
 eval_limit = 8  # the first N test questions of each task, the same for every run (None: the whole split)
 eval_batch_size = 8
@@ -126,8 +110,10 @@ from polar_lib.data import get_task, load_task
 from polar_lib.evaluate import evaluate_run, score_questions, summarize
 from polar_lib.figures import quiet, save_figure
 from polar_lib.models import load_model
+from polar_lib.paper import commonsense_differences
 from polar_lib.stats import beats, questions_needed, seed_summary, wilson_interval
-from polar_lib.train import RunConfig, load_run, load_stable_ranks, steps_for_epochs, train_all
+from polar_lib.sweeps import get_sweep
+from polar_lib.train import load_run, load_stable_ranks, train_all
 
 sns.set_theme(style="whitegrid", context="notebook")
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -136,12 +122,14 @@ figures_dir = Path(figures_dir)
 figures_dir.mkdir(parents=True, exist_ok=True)
 
 baseline = "lora"  # every method is compared with LoRA on the same questions
+sweep = get_sweep(sweep)
+model, loss_on = sweep.training["model"], sweep.training["loss_on"]
+tasks = list(dict.fromkeys(sweep.comparison.tasks + sweep.others.tasks))
+methods, other_methods = list(sweep.comparison.methods), list(sweep.others.methods)
+seeds, other_seeds = list(sweep.comparison.seeds), list(sweep.others.seeds)
+ranks = sorted(set(sweep.comparison.ranks + sweep.others.ranks))
 all_methods = methods + other_methods
-steps = {task: max_steps if epochs is None else steps_for_epochs(task, epochs, batch_size, grad_accum, train_limit)
-         for task in tasks}
-common = dict(model=model, lora_alpha=lora_alpha, target_modules=target_modules, batch_size=batch_size,
-              grad_accum=grad_accum, max_length=max_length, train_limit=train_limit, loss_on=loss_on,
-              scheduler=scheduler, bf16=bf16, save_steps=save_steps)
+examples_per_step = sweep.training["batch_size"] * sweep.training["grad_accum"]
 test_sets = {task: load_task(task, "test", limit=eval_limit) for task in tasks}
 chance = {task: 1 / np.mean([len(e.choices) for e in test_sets[task]]) for task in tasks}
 majority = {task: pd.Series([e.label for e in test_sets[task]]).value_counts(normalize=True).max() for task in tasks}
@@ -149,7 +137,7 @@ _, low_40, high_40 = wilson_interval(24, 40)  # the earlier design: 40 questions
 for task in tasks:
     n = len(test_sets[task])
     _, low, high = wilson_interval(round(0.6 * n), n)
-    print(f"{task}: {steps[task]} steps × {batch_size * grad_accum} examples, loss on the {loss_on}; scored on "
+    print(f"{task}: {sweep.steps(task)} steps × {examples_per_step} examples, loss on the {loss_on}; scored on "
           f"{n} test questions ({get_task(task).metric}); majority answer {100 * majority[task]:.1f} %")
     print(f"  95 % Wilson half-width of one score at p = 0.6: ±{100 * (high - low) / 2:.1f} points at n = {n} "
           f"(±{100 * (high_40 - low_40) / 2:.1f} at n = 40)")
@@ -163,12 +151,7 @@ for task in tasks:
 # no single ΔW, hence no stable rank).
 
 # %%
-configs = {(task, method, r, seed): RunConfig(method=method, task=task, r=r, seed=seed, max_steps=steps[task],
-                                              **common)
-           for task in tasks for method in methods for r in ranks for seed in seeds}
-configs |= {(task, method, r, seed): RunConfig(method=method, task=task, r=r, seed=seed, max_steps=steps[task],
-                                               **common)
-            for task in tasks for method in other_methods for r in ranks for seed in other_seeds}
+configs = sweep.configs("comparison", "others")
 start = time.time()
 run_dirs = dict(zip(configs, train_all(list(configs.values()), runs_dir, workers=workers, progress=False)))
 print(f"{len(run_dirs)} runs trained or reused in {time.time() - start:.0f} s")
@@ -329,18 +312,8 @@ plt.show()
 # it would usually go undetected. Stars: the paper's difference (Llama-2-7B), where it has one.
 
 # %%
-PAPER = pd.DataFrame(  # accuracy %, PoLAR README table (docs/benchmarks.md)
-    [(4, "lora", 87.16, 81.90, 57.68, 56.80), (4, "dora", 87.22, 81.69, 57.85, 56.80),
-     (4, "polar", 87.49, 81.61, 56.31, 55.80), (8, "lora", 87.34, 82.24, 58.11, 55.80),
-     (8, "dora", 87.49, 82.24, 58.19, 55.60), (8, "polar", 87.74, 81.36, 56.91, 55.20),
-     (16, "lora", 86.94, 82.58, 57.85, 56.00), (16, "dora", 86.85, 82.62, 57.68, 55.40),
-     (16, "polar", 88.01, 81.82, 57.51, 57.40), (32, "lora", 87.89, 82.37, 56.83, 54.60),
-     (32, "dora", 87.61, 82.28, 57.17, 55.60), (32, "polar", 88.13, 81.99, 56.14, 55.60)],
-    columns=["r", "method", "boolq", "arc_easy", "arc_challenge", "openbookqa"])
-paper = PAPER.melt(id_vars=["r", "method"], var_name="task", value_name="paper accuracy %")
-paper = paper.merge(paper[paper.method == baseline][["r", "task", "paper accuracy %"]]
-                    .rename(columns={"paper accuracy %": "paper baseline %"}), on=["r", "task"])
-paper[f"paper Δ vs {baseline}"] = paper["paper accuracy %"] - paper["paper baseline %"]
+paper = commonsense_differences(baseline).rename(  # the paper's table (polar_lib.paper, docs/benchmarks.md)
+    columns={"accuracy": "paper accuracy %", "difference": f"paper Δ vs {baseline}"})
 
 compared = [m for m in all_methods if m != baseline]
 fig, axes = plt.subplots(len(tasks), len(ranks), figsize=(5 * len(ranks) + 2, (0.55 * len(compared) + 1.6) * len(tasks)),

@@ -67,7 +67,8 @@ from .models import load_model
 from .stable_rank import benchmark_stable_rank
 
 __all__ = ["BenchConfig", "QUICK", "PAPER_MICRO_US", "run_benchmark", "step_benchmark", "summarize_steps",
-           "micro_benchmark", "summarize_micro", "ratios_json", "save_results", "load_results", "main"]
+           "micro_benchmark", "summarize_micro", "ratios_json", "save_results", "load_results", "main",
+           "PADDINGS", "padded_tokens", "padding_cost"]
 
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 REFERENCE = "lora"
@@ -456,3 +457,45 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     main()
+
+
+PADDINGS = ("max_length", "random", "group_by_length")
+
+
+def padded_tokens(lengths: list[int], batch_size: int, padding: str, *, max_length: int | None = None,
+                  seed: int = 0) -> int:
+    """Token positions a model computes over one epoch of sequences of ``lengths`` in batches of
+    ``batch_size``: Σ_b |b| · L_b, where L_b is ``max_length`` for ``padding="max_length"`` (every batch
+    padded to the cutoff) and otherwise the longest sequence of batch b, the batches taken in a random
+    order (``"random"``) or in the order of transformers' ``LengthGroupedSampler`` (``"group_by_length"``,
+    what ``train`` uses). The forward and backward cost of a step grows with this count."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    check_choice("padding", padding, PADDINGS)
+    generator = torch.Generator().manual_seed(seed)
+    if padding == "max_length":
+        if max_length is None:
+            raise ValueError("padding='max_length' needs max_length")
+        return len(lengths) * max_length
+    order = (list(LengthGroupedSampler(batch_size, lengths=list(lengths), generator=generator))
+             if padding == "group_by_length" else torch.randperm(len(lengths), generator=generator).tolist())
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
+
+
+def padding_cost(config, seed: int = 0) -> pd.DataFrame:
+    """Per padding of ``PADDINGS``: the token positions of one epoch over ``config``'s training split
+    (tokenised as ``train`` does) and their ratio to the tokens themselves (no padding at all) and to
+    ``group_by_length``. ``config``: a ``train.RunConfig``."""
+    from . import data
+    from .train import tokenize_examples
+
+    _, tokenizer = load_model(config.model, task=config.model_task)
+    examples = data.load_task(config.task, "train", limit=config.train_limit)
+    rows = tokenize_examples(examples, tokenizer, config.model_task, config.max_length, config.loss_on)
+    lengths = [len(row["input_ids"]) for row in rows]
+    tokens = {padding: padded_tokens(lengths, config.batch_size, padding, max_length=config.max_length, seed=seed)
+              for padding in PADDINGS}
+    return pd.DataFrame({"padding": list(tokens), "tokens": list(tokens.values()),
+                         "vs no padding": [t / sum(lengths) for t in tokens.values()],
+                         "vs group_by_length": [t / tokens["group_by_length"] for t in tokens.values()]})

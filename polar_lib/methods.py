@@ -22,6 +22,8 @@ from peft import LoraConfig, get_peft_model
 from peft.optimizers import create_riemannian_optimizer
 from peft.tuners.tuners_utils import _maybe_include_all_linear_layers, check_target_module_exists
 from torch import nn
+from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                  MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
 
 from .adapters import PolarConfig, StellaConfig, TopLoraConfig
 from .adapters._peft import check_rank
@@ -96,11 +98,20 @@ def check_targets(model: nn.Module, config) -> None:
         check_rank(config.r, module, name)
 
 
+def task_type(model) -> str | None:
+    """PEFT's ``task_type`` for ``model``: ``CAUSAL_LM`` for a causal LM, ``SEQ_CLS`` for a sequence
+    classifier (PEFT then also trains and saves its head), else None."""
+    name = type(model).__name__
+    return ("CAUSAL_LM" if name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() else
+            "SEQ_CLS" if name in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values() else None)
+
+
 def prepare(model, method: str, *, r: int = 8, lora_alpha: float | None = None, target_modules="all-linear",
             lora_dropout: float = 0.05, **overrides):
-    """Wrap ``model`` with the adapter of ``method`` (stock ``peft.get_peft_model``), after ``check_targets``."""
+    """Wrap ``model`` with the adapter of ``method`` (stock ``peft.get_peft_model``), after ``check_targets``;
+    ``task_type`` defaults to the model's (``task_type(model)``), so the saved adapter names it."""
     config = make_config(method, r=r, lora_alpha=lora_alpha, target_modules=target_modules,
-                         lora_dropout=lora_dropout, **overrides)
+                         lora_dropout=lora_dropout, **{"task_type": task_type(model), **overrides})
     check_targets(model, config)
     return get_peft_model(model, config)
 

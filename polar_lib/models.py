@@ -119,6 +119,7 @@ def load_model(name_or_path: str, task: str = "causal-lm", *, num_labels: int = 
     name_or_path : one of ``KNOWN_MODELS``, a hub id (``org/name``) or a local folder.
     task : ``"causal-lm"``, ``"sequence-classification"`` (a new ``num_labels`` head) or ``"encoder"``.
     seed : seeds the random weights of tiny models and new classification heads.
+    A packaged model's ``name_or_path`` is its hub id (``HUB_IDS``), so adapters built on it name that base.
     """
     check_choice("task", task, TASKS)
     check_model_name(name_or_path)
@@ -134,6 +135,8 @@ def load_model(name_or_path: str, task: str = "causal-lm", *, num_labels: int = 
         folder = model_folder(name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = TASKS[task].from_pretrained(folder, dtype=dtype, **kwargs)
+        if name_or_path in HUB_IDS:  # what adapters record as their base model: the hub id, not the local copy
+            model.name_or_path = model.config.name_or_path = HUB_IDS[name_or_path]
     if tokenizer.eos_token is None:  # BERT-style tokenizers (the tiny models) end sequences with [SEP]
         tokenizer.eos_token = tokenizer.sep_token
     if tokenizer.pad_token is None:

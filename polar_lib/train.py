@@ -9,7 +9,7 @@ A run lives in one directory named after the hash of its identity (``run_identit
 
     <run_dir>/config.json     the identity (written once everything is validated)
     <run_dir>/checkpoints/    Trainer checkpoints (adapter, optimizer, scheduler, RNG states)
-    <run_dir>/adapter/        the final adapter (stock ``PeftModel.from_pretrained`` loads it)
+    <run_dir>/adapter/        the final adapter (stock ``PeftModel.from_pretrained`` loads it; README.md says how)
     <run_dir>/stable_ranks.csv  the stable rank of every adapter layer at step 0 and at every checkpoint
     <run_dir>/metrics.json    training metrics (written last: its presence marks a finished run)
 
@@ -368,7 +368,10 @@ def execute(plan: RunPlan, *, progress: bool = True, callbacks=None) -> Path:
             log.info(f"resuming the interrupted run {run_dir} from {Path(last).name}")
         result = trainer.train(resume_from_checkpoint=last)
         if trainer.is_world_process_zero():
+            from .export import write_model_card
+
             model.save_pretrained(run_dir / "adapter")
+            write_model_card(run_dir / "adapter")  # PEFT's card, with how to load and export the adapter
             losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
             losses = [losses[step] for step in sorted(losses)]
             metrics = {"train_loss": sum(losses) / len(losses),  # all steps, also after a resume

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from polar_lib.bench import QUICK, BenchConfig, load_results, save_results
+from polar_lib.bench import QUICK, BenchConfig, load_results, padded_tokens, save_results
 from polar_lib.methods import METHODS
 
 
@@ -54,3 +54,15 @@ def test_quick_cli_prints_ratios_json_and_writes_results(tmp_path):
 def test_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BenchConfig(**kwargs)
+
+
+def test_padded_tokens_counts_each_batch_at_its_longest():
+    lengths = [1, 100] * 100  # two lengths, interleaved: a random batch of 2 mixes them half the time
+    assert padded_tokens(lengths, 1, "random") == padded_tokens(lengths, 1, "group_by_length") == sum(lengths)
+    assert padded_tokens(lengths, 4, "max_length", max_length=128) == 200 * 128
+    grouped, shuffled = padded_tokens(lengths, 2, "group_by_length"), padded_tokens(lengths, 2, "random")
+    # grouped: at most one mixed batch per megabatch of 50 × 2 sorted examples (2 megabatches) → ≤ 2 × 99
+    # extra tokens over the 10,100 of the sequences; random: ≈ 50 mixed batches × 99 (a 3000-token margin).
+    assert sum(lengths) <= grouped <= sum(lengths) + 2 * 99 < shuffled - 2000
+    with pytest.raises(ValueError, match="padding must be one of"):
+        padded_tokens(lengths, 2, "longest")

@@ -30,3 +30,21 @@ def test_parameters_cell_and_profiles(source):
     assert "google.colab" in first_code.source, f"{source.name}: the first code cell installs the package on Colab"
     for profile in ("cpu", "paper"):
         assert (NOTEBOOKS / "profiles" / profile / f"{source.stem}.yaml").exists()
+
+
+@pytest.mark.parametrize("profile", sorted((NOTEBOOKS / "profiles").glob("*/*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_profile_names_only_parameters_of_its_notebook(profile):
+    """A profile that does not parse, or sets a name the parameters cell does not define, fails here
+    (papermill would inject it silently and the notebook would ignore it)."""
+    import ast
+
+    import yaml
+
+    notebook = jupytext.read(NOTEBOOKS / f"{profile.stem}.py")
+    source = next(c.source for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    parameters = {name.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                  for target in node.targets for name in ast.walk(target) if isinstance(name, ast.Name)}
+    values = yaml.safe_load(profile.read_text())
+    assert isinstance(values, dict), f"{profile}: not a mapping of parameters"
+    assert set(values) <= parameters, f"{profile}: not parameters of {profile.stem}: {sorted(set(values) - parameters)}"

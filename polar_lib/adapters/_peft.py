@@ -1,10 +1,11 @@
 """Registering a LoRA-family method with stock PEFT, without a fork.
 
 PEFT looks a method up by its ``peft_type`` string in three tables (config class, tuner class,
-state-dict prefix). Our methods are LoRA variants: they reuse PEFT's ``LoraModel`` tuner and the
-``lora_`` prefix, and differ only in the layer their config maps ``nn.Linear`` to. Registering
-the string in those tables at ``import polar_lib`` is all that stock ``get_peft_model``,
-``PeftModel.from_pretrained`` and ``save_pretrained`` need. (Verified on peft 0.21.)
+state-dict prefix). Our methods are LoRA variants: their tuner is PEFT's ``LoraModel`` (subclassed
+only to make ``add_weighted_adapter`` exact or refuse it), their prefix ``lora_``, and they differ in
+the layer their config maps ``nn.Linear`` to. Registering the string in those tables at
+``import polar_lib`` is all that stock ``get_peft_model``, ``PeftModel.from_pretrained`` and
+``save_pretrained`` need. (Verified on peft 0.21.)
 """
 from __future__ import annotations
 
@@ -15,10 +16,21 @@ from peft.tuners.lora import LoraModel
 from torch import nn
 
 
-def register_lora_method(peft_type: str, config_cls: type) -> None:
-    """Make ``peft_type`` (e.g. ``"POLAR"``) a PEFT method served by ``LoraModel`` and ``config_cls``."""
+class PeftTypeName(str):
+    """A ``peft_type`` PEFT's ``PeftType`` enum lacks: a str with the ``.value`` that PEFT's messages read
+    (e.g. ``get_peft_model(..., mixed=True)``'s 'not compatible with the PeftMixedModel')."""
+
+    __slots__ = ()
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+
+def register_lora_method(peft_type: str, config_cls: type, tuner_cls: type[LoraModel]) -> None:
+    """Make ``peft_type`` (e.g. ``"POLAR"``) a PEFT method served by ``tuner_cls`` and ``config_cls``."""
     PEFT_TYPE_TO_CONFIG_MAPPING[peft_type] = config_cls
-    PEFT_TYPE_TO_TUNER_MAPPING[peft_type] = LoraModel
+    PEFT_TYPE_TO_TUNER_MAPPING[peft_type] = tuner_cls
     PEFT_TYPE_TO_PREFIX_MAPPING[peft_type] = "lora_"
 
 

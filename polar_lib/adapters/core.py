@@ -4,18 +4,24 @@ B = ``lora_B`` (m×r), A = ``lora_A`` (r×n), C = ``lora_S`` (r×r, or an r-vect
 core), s = ``scaling``. PoLAR (C = Θ) and StelLA (C = S) are this layer with their own core
 parametrisation and initialisation. Forward, merge, unmerge and mixed-batch inference go through
 PEFT's ``LoraVariant`` hook, so stock PEFT code paths (``merge_and_unload``, ``save_as_lora``,
-multiple adapters) treat it as LoRA with a core.
+multiple adapters) treat it as LoRA with a core; ``CoreLoraModel`` keeps the core in
+``add_weighted_adapter``.
 """
 from __future__ import annotations
 
 import torch
+from peft.tuners.lora import LoraModel
 from peft.tuners.lora.layer import Linear, LoraVariant
 from peft.utils.other import transpose
 from torch import nn
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from .._checks import check_choice
 from ._peft import check_linear_target, check_rank
+
+# add_weighted_adapter's combination types that combine the dense ΔWᵢ (then factorise by SVD)
+SVD_COMBINATIONS = ("svd", "ties_svd", "dare_linear_svd", "dare_ties_svd", "magnitude_prune_svd")
 
 
 class Core(nn.Module):
@@ -98,6 +104,17 @@ class CoreLinear(Linear):
         return (self.lora_B[adapter].weight, self.core_matrix(adapter), self.lora_A[adapter].weight,
                 self.scaling[adapter])
 
+    def set_core(self, adapter: str, C: torch.Tensor) -> None:
+        """Make ΔW = s · B C A for an r×r C: C is stored as the core where the parametrisation holds it,
+        else (a diagonal core and a non-diagonal C, PoLAR's Θ ≡ I and C ≠ I) A ← C A and the core is I."""
+        S = self.lora_S[adapter].weight
+        with torch.no_grad():
+            S.copy_(C if S.ndim == 2 else torch.diagonal(C))
+            if not torch.equal(self.core_matrix(adapter), C):
+                A = self.lora_A[adapter].weight
+                A.copy_(C @ A)
+                S.copy_(torch.eye(len(C)) if S.ndim == 2 else torch.ones(len(C)))
+
     def get_delta_weight(self, adapter: str) -> torch.Tensor:
         """ΔW = s · B C A (out×in), computed in fp32 for half-precision weights on every device."""
         B, C, A, s = self.delta_factors(adapter)
@@ -108,3 +125,35 @@ class CoreLinear(Linear):
 
     def __repr__(self) -> str:
         return f"{self.method}." + super().__repr__().removeprefix("lora.")
+
+
+class CoreLoraModel(LoraModel):
+    """PEFT's ``LoraModel`` for layers with a core (PoLAR, StelLA), with an exact ``add_weighted_adapter``."""
+
+    def add_weighted_adapter(self, adapters, weights, adapter_name, combination_type="svd", **kwargs):
+        """PEFT's, then the new adapter's core C (its scaling s) chosen so ΔW = s · B C A is exact:
+
+        - ``cat``: PEFT's B = [B₁ … B_k], A = [w₁s₁A₁; …; w_k s_k A_k] and C = blockdiag(C₁, …, C_k) / s
+          (zero-padded where a layer lacks an adapter), so ΔW = Σ wᵢ sᵢ Bᵢ Cᵢ Aᵢ = Σ wᵢ ΔWᵢ. A single
+          adapter, which PEFT combines as ``linear`` whatever the type, gets the same formula (k = 1).
+        - the SVD types: PEFT's B = U_ρ Σ_ρ and A = V_ρᵀ of the merged dense M = merge(wᵢ ΔWᵢ),
+          ρ = ``svd_rank``, and C = I / s, so ΔW = U_ρ Σ_ρ V_ρᵀ (= M when ρ ≥ rank M), as for LoRA.
+
+        ``set_core`` moves C into A where the core cannot hold it. The types that mix the factors (``linear``,
+        ``ties``, ``dare_*``, ``magnitude_prune``) raise: B C A is not linear in (B, A).
+        """
+        check_choice("combination_type", combination_type, ("cat",) + SVD_COMBINATIONS,
+                     where=" for adapters with a core, ΔW = s·B C A (the others mix B and A)")
+        new = adapter_name not in self.peft_config  # PEFT leaves an existing adapter as it is
+        super().add_weighted_adapter(adapters, weights, adapter_name, combination_type=combination_type, **kwargs)
+        for layer in self.model.modules() if new else ():
+            if isinstance(layer, CoreLinear) and adapter_name in layer.lora_A:
+                like = layer.lora_S[adapter_name].weight
+                r = layer.r[adapter_name]
+                if combination_type == "cat" or len(adapters) == 1:
+                    cores = [layer.core_matrix(a) for a in adapters if a in layer.lora_A]
+                    pad = r - sum(len(c) for c in cores)
+                    C = torch.block_diag(*cores, like.new_zeros(pad, pad))
+                else:
+                    C = torch.eye(r, dtype=like.dtype, device=like.device)
+                layer.set_core(adapter_name, C / layer.scaling[adapter_name])

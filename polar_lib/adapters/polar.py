@@ -13,13 +13,14 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+from peft.tuners.lora.variants import _register_frozen_peft_weight
 from torch import nn
 
 from .._checks import check_choice, check_positive_int
-from ._peft import register_lora_method
-from .core import Core, CoreLinear
+from ._peft import PeftTypeName, register_lora_method
+from .core import Core, CoreLinear, CoreLoraModel
 
-PEFT_TYPE = "POLAR"
+PEFT_TYPE = PeftTypeName("POLAR")
 THETA_MODES = ("full", "diagonal", "fixed_identity")
 POLAR_INITS = (True, False, "symmetric_gaussian", "gaussian")
 
@@ -30,7 +31,8 @@ class PolarConfig(LoraConfig):
 
     theta: how Θ is parametrised — ``"full"`` (default, the paper's), ``"diagonal"`` (diag(Θ) is
         used; Θ stays r×r so checkpoints keep their shape) or ``"fixed_identity"`` (Θ ≡ I, the
-        paper's "removal" ablation).
+        paper's "removal" ablation; ``lora_S`` is then frozen, also after ``set_adapter``, as it gets no
+        gradient and DDP requires one for every trainable parameter).
     init_lora_weights: ``True`` (default; orthogonal A and B, Θ = 0, so ΔW₀ = 0),
         ``"symmetric_gaussian"`` (A, B ~ N(0, 0.02²), Θ = 0), ``"gaussian"`` (A ~ N(0, 1/r²),
         B as nn.Linear, Θ = 0) or ``False`` (nn.Linear defaults for all: ΔW₀ ≠ 0).
@@ -65,6 +67,8 @@ class PolarLinear(CoreLinear):
     def update_layer(self, adapter_name, r, lora_alpha, config, **kwargs):
         super().update_layer(adapter_name, r, lora_alpha, config=config, **kwargs)
         self.polar_theta[adapter_name] = config.theta
+        if config.theta == "fixed_identity":  # PEFT re-freezes it wherever it marks adapter weights trainable
+            _register_frozen_peft_weight(self, adapter_name, "lora_S")
         if config.init_lora_weights is False:
             nn.init.kaiming_uniform_(self.lora_S[adapter_name].weight, a=5**0.5)
 
@@ -101,7 +105,7 @@ class PolarLinear(CoreLinear):
         return h
 
 
-register_lora_method(PEFT_TYPE, PolarConfig)
+register_lora_method(PEFT_TYPE, PolarConfig, CoreLoraModel)
 
 # The original code's config fields and key names, and ours (docs/polar.md, 'Deviations from the
 # original code').

@@ -18,10 +18,10 @@ from peft import LoraConfig
 from torch import nn
 
 from .._checks import check_choice, check_positive_int
-from ._peft import register_lora_method
-from .core import Core, CoreLinear
+from ._peft import PeftTypeName, register_lora_method
+from .core import Core, CoreLinear, CoreLoraModel
 
-PEFT_TYPE = "STELLA"
+PEFT_TYPE = PeftTypeName("STELLA")
 STELLA_INITS = (True, "rando", "svd_major", "svd_minor")
 
 
@@ -80,4 +80,4 @@ class StellaLinear(CoreLinear):
                 nn.init.orthogonal_(U)
 
 
-register_lora_method(PEFT_TYPE, StellaConfig)
+register_lora_method(PEFT_TYPE, StellaConfig, CoreLoraModel)

@@ -18,14 +18,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig
+from peft.tuners.lora import LoraModel
 from peft.tuners.lora.layer import Linear, LoraVariant
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from .._checks import check_choice, check_positive_int
-from ._peft import check_linear_target, check_rank, register_lora_method
+from ._peft import PeftTypeName, check_linear_target, check_rank, register_lora_method
 
-PEFT_TYPE = "TOPLORA"
+PEFT_TYPE = PeftTypeName("TOPLORA")
 TOPLORA_INITS = (True, False, "gaussian")
 NOT_MERGEABLE = ("TopLoRA's update ΔW_x = s·B diag(λ(x)) A depends on the token x through the gate "
                  "λ(x) = exp(RMSNorm(xΘ)), so no single weight matrix reproduces it")
@@ -125,4 +126,14 @@ class TopLoraLinear(Linear):
         return "toplora." + super().__repr__().removeprefix("lora.")
 
 
-register_lora_method(PEFT_TYPE, TopLoraConfig)
+class TopLoraModel(LoraModel):
+    """PEFT's ``LoraModel`` for TopLoRA, whose ``add_weighted_adapter`` refuses every combination type."""
+
+    def add_weighted_adapter(self, adapters, weights, adapter_name, combination_type="svd", **kwargs):
+        """Raise: the SVD types need one ΔW, the others mix B and A, and ``cat`` would take one RMSNorm
+        over the r₁ + r₂ gate entries instead of one per adapter; none is exact."""
+        raise ValueError(f"combination_type {combination_type!r} is not supported by TopLoRA's add_weighted_adapter "
+                         f"(allowed: none): {NOT_MERGEABLE}, and concatenated gates would share one RMSNorm")
+
+
+register_lora_method(PEFT_TYPE, TopLoraConfig, TopLoraModel)

@@ -1,0 +1,143 @@
+"""The runs of notebooks 01 and 03, defined once per scale so that the two notebooks share them.
+
+A ``Sweep`` holds the training fields every run has in common and three groups of runs, each the
+product tasks × methods × ranks × seeds:
+
+- ``rank_sweep`` — notebook 01: the stable rank against r and over training;
+- ``comparison`` — notebook 03: the paper's comparison (LoRA, DoRA, PoLAR), paired over seeds;
+- ``others`` — the other methods of ``methods.METHODS``, fewer seeds (03's table, 01's one-rank panel).
+
+A run in two groups is one ``RunConfig``, hence one cached run directory (``train.run_name``):
+whichever notebook runs first trains it, the other reuses it. ``SWEEPS`` holds the three scales of
+the notebooks (``ci``: the parameters cells' defaults; ``cpu``: ``make figures``; ``paper``:
+``make figures PROFILE=paper``); ``get_sweep`` also reads a YAML file with a ``Sweep``'s fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ._checks import check_choice
+from .train import RunConfig, steps_for_epochs
+
+GROUPS = ("rank_sweep", "comparison", "others")
+PER_RUN = ("method", "task", "r", "seed", "max_steps")  # the RunConfig fields a sweep sets per run
+
+
+@dataclass(frozen=True)
+class Group:
+    """The runs tasks × methods × ranks × seeds."""
+
+    tasks: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    ranks: tuple[int, ...] = ()
+    seeds: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        for name in ("tasks", "methods", "ranks", "seeds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    def keys(self) -> list[tuple[str, str, int, int]]:
+        """``(task, method, r, seed)`` of every run, in that nesting order."""
+        return [(t, m, r, s) for t in self.tasks for m in self.methods for r in self.ranks for s in self.seeds]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Runs sharing ``training`` (every ``RunConfig`` field but those of ``PER_RUN``) and one budget:
+    ``max_steps`` optimizer steps, or ``epochs`` over each task's training split (rounded up to whole
+    steps of ``batch_size × grad_accum`` examples)."""
+
+    training: dict
+    rank_sweep: Group = field(default_factory=Group)
+    comparison: Group = field(default_factory=Group)
+    others: Group = field(default_factory=Group)
+    max_steps: int | None = None
+    epochs: float | None = None
+
+    def __post_init__(self):
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError(f"a sweep sets exactly one of max_steps and epochs "
+                             f"(got max_steps={self.max_steps!r}, epochs={self.epochs!r})")
+        fields = {f.name for f in dataclasses.fields(RunConfig)} - set(PER_RUN)
+        for name in self.training:
+            check_choice("training field", name, sorted(fields))
+        for name in GROUPS:
+            group = getattr(self, name)
+            if isinstance(group, dict):
+                object.__setattr__(self, name, Group(**group))
+
+    def steps(self, task: str) -> int:
+        """The optimizer steps of every run on ``task``."""
+        if self.max_steps is not None:
+            return self.max_steps
+        t = self.training
+        return steps_for_epochs(task, self.epochs, t.get("batch_size", 8), t.get("grad_accum", 1),
+                                t.get("train_limit"))
+
+    def config(self, task: str, method: str, r: int, seed: int) -> RunConfig:
+        """The ``RunConfig`` of one run (validated: model, method, task, scheduler, sizes)."""
+        return RunConfig(method=method, task=task, r=r, seed=seed, max_steps=self.steps(task), **self.training)
+
+    def configs(self, *groups: str, tasks=None, seeds=None) -> dict[tuple, RunConfig]:
+        """``(task, method, r, seed) → RunConfig`` over ``groups`` (default: all), without repeats,
+        optionally only the runs on ``tasks`` and with ``seeds``."""
+        for name in groups:
+            check_choice("group", name, GROUPS)
+        keys = dict.fromkeys(key for name in groups or GROUPS for key in getattr(self, name).keys())
+        return {key: self.config(*key) for key in keys
+                if (tasks is None or key[0] in tasks) and (seeds is None or key[3] in seeds)}
+
+
+_CI_TRAINING = dict(model="tiny-llama", lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"],
+                    batch_size=2, grad_accum=1, max_length=128, train_limit=16, loss_on="sequence",
+                    scheduler="constant_with_warmup", bf16=False, save_steps=2)
+
+SWEEPS: dict[str, Sweep] = {
+    # The parameters cells' defaults (nbval in `make test`): a random 2-layer model, 4 steps; numbers
+    # meaningless, the code path the same as the profiles'.
+    "ci": Sweep(
+        training=_CI_TRAINING, max_steps=4,
+        rank_sweep=Group(("boolq",), ("lora", "polar"), (4, 8), (0, 1)),
+        comparison=Group(("boolq",), ("lora", "polar"), (8,), (0, 1)),
+    ),
+    # make figures: the paper's stable-rank recipe at CPU scale (docs/benchmarks.md, 'What polar_lib runs (CPU profile)').
+    # SmolLM2-135M-Instruct on BoolQ's training split, the loss on the whole sequence (the paper's),
+    # q/k/v/up/down, α = 32, 200 steps of 2 examples (where PoLAR's stable rank is seen to climb while
+    # LoRA's stays flat), the stable rank logged every 25 steps.
+    "cpu": Sweep(
+        training=_CI_TRAINING | dict(model="smollm2-135m", max_length=256, train_limit=None, save_steps=25),
+        max_steps=200,
+        rank_sweep=Group(("boolq",), ("lora", "polar"), (4, 8, 16, 32), (0, 1)),
+        comparison=Group(("boolq",), ("lora", "dora", "polar"), (8,), (0, 1)),
+        others=Group(("boolq",), ("stella", "toplora"), (8,), (0,)),  # the 45-minute budget of make figures
+    ),
+    # make figures PROFILE=paper: the PoLAR paper's commonsense recipe (docs/benchmarks.md, 'PoLAR
+    # commonsense (Llama-2-7B)'): 5 epochs, batch 128 (8 × 16 accumulation), cosine, cutoff 512, bf16
+    # autocast, loss on the sequence. The stable-rank sweep trains on ARC-Easy (the paper's Fig. 1 task,
+    # Social IQa, has no training split offline); the comparison covers the tasks with a training split.
+    "paper": Sweep(
+        training=_CI_TRAINING | dict(model="meta-llama/Llama-2-7b-hf", batch_size=8, grad_accum=16, max_length=512,
+                                     train_limit=None, scheduler="cosine", bf16=True, save_steps=11),
+        epochs=5,
+        rank_sweep=Group(("arc_easy",), ("lora", "polar"), (4, 8, 16, 32), (0, 1)),
+        comparison=Group(("boolq", "arc_easy", "arc_challenge", "openbookqa"), ("lora", "dora", "polar"),
+                         (4, 8, 16, 32), (0, 1, 2)),
+        others=Group(("boolq", "arc_easy", "arc_challenge", "openbookqa"),
+                     ("stella", "toplora", "lora+adaprelora", "lora+riemannian"), (4, 8, 16, 32), (0, 1, 2)),
+    ),
+}
+
+
+def get_sweep(sweep: str | Path | Sweep) -> Sweep:
+    """The sweep named ``sweep`` in ``SWEEPS``, or read from a YAML file with a ``Sweep``'s fields."""
+    if isinstance(sweep, Sweep):
+        return sweep
+    if str(sweep) in SWEEPS:
+        return SWEEPS[str(sweep)]
+    if Path(sweep).is_file():
+        return Sweep(**yaml.safe_load(Path(sweep).read_text()))
+    raise ValueError(f"sweep {str(sweep)!r} is neither a sweep name ({', '.join(SWEEPS)}) nor a YAML file")
