@@ -82,6 +82,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from polar_lib.bench import padding_cost
 from polar_lib.figures import save_figure
 from polar_lib.paper import STABLE_RANK as PAPER_STABLE_RANK
 from polar_lib.stable_rank import adapter_factors, direction_distances, plot_direction_heatmap
@@ -107,7 +108,9 @@ print(f"{model} on {task}: {max_steps} steps × {sweep.training['batch_size'] * 
 # The sweep's `rank_sweep` runs — one per (method, r, seed) — and, on the same task with its first seed,
 # the `comparison` and `others` runs of notebook 03 (every method at 03's ranks), all with the same
 # steps, batch and data; each method at its registry learning rate (PoLAR 4e-3, LoRA 4e-4: the paper's).
-# A finished run is reused from `runs_dir` (notebook 03 reuses these).
+# A finished run is reused from `runs_dir` (notebook 03 reuses these). Each batch is padded only to its
+# own longest sequence and batches group similar lengths (`RunConfig.group_by_length`); the line
+# "padding" below says how many token positions that computes against the alternatives.
 
 # %%
 configs = sweep.configs("rank_sweep") | sweep.configs("comparison", "others", tasks=group.tasks, seeds=seeds[:1])
@@ -118,6 +121,10 @@ for (_, method, r, seed), run_dir in run_dirs.items():
     first, last = losses[:loss_window], losses[-loss_window:]
     print(f"{method:>16} r={r:<3} seed {seed}: loss {sum(first) / len(first):.2f} → {sum(last) / len(last):.2f} "
           f"(mean of the first / last {len(last)} steps; {metrics['train_runtime_s']:.0f} s)")
+padding = padding_cost(next(iter(configs.values()))).set_index("padding")["vs no padding"]
+print(f"padding over one epoch of {task} (bench.padding_cost): batches padded to their longest in length-grouped "
+      f"order compute {padding['group_by_length']:.3f} × the tokens, random batches {padding['random']:.3f} ×, "
+      f"padding to the cutoff {padding['max_length']:.1f} ×")
 others = list(dict.fromkeys(method for _, method, _, _ in configs if method not in methods))  # 03's other methods
 panel_rank = max((r for _, method, r, _ in configs if method in others), default=None)  # the one-rank panel's
 
