@@ -33,6 +33,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .adapters._peft import read_adapter_weights
+
 __all__ = ["stable_rank", "singular_values", "AdapterFactors", "adapter_factors", "adapter_stable_ranks",
            "DirectionDistances", "direction_distances", "plot_direction_heatmap", "benchmark_stable_rank"]
 
@@ -209,16 +211,6 @@ def _model_factors(model: nn.Module, adapter_name: str | None) -> list[AdapterFa
     return found
 
 
-def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
-    if (folder / "adapter_model.safetensors").exists():
-        from safetensors.torch import load_file
-
-        return load_file(folder / "adapter_model.safetensors")
-    if (folder / "adapter_model.bin").exists():
-        return torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"no adapter_model.safetensors or adapter_model.bin in {folder}")
-
-
 def _folder_core(config: dict, core: torch.Tensor | None) -> torch.Tensor | None:
     """The core as the method uses it. PoLAR's ``theta`` modes keep an r×r tensor
     (docs/polar.md, 'Θ modes')."""
@@ -249,7 +241,7 @@ def _folder_factors(folder: Path, adapter_name: str | None) -> list[AdapterFacto
     config = json.loads((folder / "adapter_config.json").read_text())
     method = _method_name(config)
     groups: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in _read_tensors(folder).items():
+    for key, tensor in read_adapter_weights(folder).items():
         # "<module>.lora_A.weight", "<module>.lora_S" (a bare parameter), "<module>.lora_B.bias", ...
         match = re.match(r"^(?P<module>.+?)\.(?P<param>lora_[A-Za-z_]+(?:\..+)?)$", key)
         if match:

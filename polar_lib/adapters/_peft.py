@@ -10,10 +10,15 @@ the layer their config maps ``nn.Linear`` to. Registering the string in those ta
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
+from peft import LoraConfig
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.lora import LoraModel
+from peft.utils import load_peft_weights
 from torch import nn
+
+from .._checks import check_choice, check_positive_int
 
 
 class PeftTypeName(str):
@@ -32,6 +37,19 @@ def register_lora_method(peft_type: str, config_cls: type, tuner_cls: type[LoraM
     PEFT_TYPE_TO_CONFIG_MAPPING[peft_type] = config_cls
     PEFT_TYPE_TO_TUNER_MAPPING[peft_type] = tuner_cls
     PEFT_TYPE_TO_PREFIX_MAPPING[peft_type] = "lora_"
+
+
+def finish_config(config: LoraConfig, method: str, inits: tuple, peft_type: str, layer_cls: type) -> None:
+    """The ``__post_init__`` every method's config shares: check ``init_lora_weights`` against ``inits``,
+    refuse ``use_dora``, check r, run ``LoraConfig``'s own checks, then set ``peft_type`` and map
+    ``nn.Linear`` targets to ``layer_cls``."""
+    check_choice("init_lora_weights", config.init_lora_weights, inits, where=f" for {method}")
+    if config.use_dora:
+        raise ValueError(f"use_dora=True is not supported by {method} (allowed: False)")
+    check_positive_int("r", config.r)
+    LoraConfig.__post_init__(config)
+    config.peft_type = peft_type
+    config._register_custom_module({nn.Module: layer_cls})
 
 
 def check_linear_target(base_layer: nn.Module, config, method: str) -> None:
@@ -57,3 +75,11 @@ def check_rank(r: int, base_layer: nn.Linear, name: str = "") -> None:
             f"r must satisfy 1 <= r <= min(in_features, out_features) = {limit} for every target "
             f"(a {base_layer.in_features}->{base_layer.out_features} nn.Linear{' ' + name if name else ''}); got r={r}."
         )
+
+
+def read_adapter_weights(folder) -> dict:
+    """The tensors of a saved adapter folder (``adapter_model.safetensors`` or ``.bin``), on CPU."""
+    folder = Path(folder)
+    if not any((folder / name).exists() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise FileNotFoundError(f"no adapter_model.safetensors or adapter_model.bin in {folder}")
+    return load_peft_weights(str(folder), device="cpu")

@@ -16,8 +16,8 @@ from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from peft.tuners.lora.variants import _register_frozen_peft_weight
 from torch import nn
 
-from .._checks import check_choice, check_positive_int
-from ._peft import PeftTypeName, register_lora_method
+from .._checks import check_choice
+from ._peft import PeftTypeName, finish_config, read_adapter_weights, register_lora_method
 from .core import Core, CoreLinear, CoreLoraModel
 
 PEFT_TYPE = PeftTypeName("POLAR")
@@ -42,13 +42,7 @@ class PolarConfig(LoraConfig):
 
     def __post_init__(self):
         check_choice("theta", self.theta, THETA_MODES)
-        check_choice("init_lora_weights", self.init_lora_weights, POLAR_INITS, where=" for PoLAR")
-        if self.use_dora:
-            raise ValueError("use_dora=True is not supported by PoLAR (allowed: False)")
-        check_positive_int("r", self.r)
-        super().__post_init__()
-        self.peft_type = PEFT_TYPE
-        self._register_custom_module({nn.Module: PolarLinear})
+        finish_config(self, "PoLAR", POLAR_INITS, PEFT_TYPE, PolarLinear)
 
 
 class PolarLinear(CoreLinear):
@@ -113,16 +107,6 @@ _ORIGINAL_THETA = {"identity": "full", "diagonal": "diagonal", "removal": "fixed
 _ORIGINAL_ONLY_FIELDS = ("parameterize_S", "parameterization_lora_S", "adapter_name", "peft_type")
 
 
-def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    if (folder / "adapter_model.safetensors").exists():
-        from safetensors.torch import load_file
-
-        return load_file(folder / "adapter_model.safetensors")
-    if (folder / "adapter_model.bin").exists():
-        return torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"no adapter_model.safetensors or adapter_model.bin in {folder}")
-
-
 def load_original_polar(model: nn.Module, path, adapter_name: str = "default"):
     """Load an adapter folder written by the original PoLAR code (kcc-lion/polar) as a PoLAR adapter.
 
@@ -140,7 +124,7 @@ def load_original_polar(model: nn.Module, path, adapter_name: str = "default"):
     kwargs = {k: v for k, v in raw.items() if k in known and k not in _ORIGINAL_ONLY_FIELDS}
     config = PolarConfig(**kwargs, theta=_ORIGINAL_THETA[original_theta])
     state_dict = {k.replace("lora_S.parametrizations.weight.original", "lora_S.weight"): v
-                  for k, v in _read_state_dict(folder).items()}
+                  for k, v in read_adapter_weights(folder).items()}
     peft_model = get_peft_model(model, config, adapter_name=adapter_name)
     result = set_peft_model_state_dict(peft_model, state_dict, adapter_name=adapter_name)
     missing = [k for k in result.missing_keys if "lora_" in k and f".{adapter_name}." in k]

@@ -17,8 +17,7 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from .._checks import check_choice, check_positive_int
-from ._peft import PeftTypeName, register_lora_method
+from ._peft import PeftTypeName, finish_config, register_lora_method
 from .core import Core, CoreLinear, CoreLoraModel
 
 PEFT_TYPE = PeftTypeName("STELLA")
@@ -41,13 +40,7 @@ class StellaConfig(LoraConfig):
     def __post_init__(self):
         if not isinstance(self.diag_s, bool):
             raise ValueError(f"diag_s must be True (diagonal S) or False (full r×r S), got {self.diag_s!r}")
-        check_choice("init_lora_weights", self.init_lora_weights, STELLA_INITS, where=" for StelLA")
-        if self.use_dora:
-            raise ValueError("use_dora=True is not supported by StelLA (allowed: False)")
-        check_positive_int("r", self.r)
-        super().__post_init__()
-        self.peft_type = PEFT_TYPE
-        self._register_custom_module({nn.Module: StellaLinear})
+        finish_config(self, "StelLA", STELLA_INITS, PEFT_TYPE, StellaLinear)
 
 
 class StellaLinear(CoreLinear):

@@ -23,8 +23,7 @@ from peft.tuners.lora.layer import Linear, LoraVariant
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from .._checks import check_choice, check_positive_int
-from ._peft import PeftTypeName, check_linear_target, check_rank, register_lora_method
+from ._peft import PeftTypeName, check_linear_target, check_rank, finish_config, register_lora_method
 
 PEFT_TYPE = PeftTypeName("TOPLORA")
 TOPLORA_INITS = (True, False, "gaussian")
@@ -85,13 +84,7 @@ class TopLoraConfig(LoraConfig):
     """
 
     def __post_init__(self):
-        check_choice("init_lora_weights", self.init_lora_weights, TOPLORA_INITS, where=" for TopLoRA")
-        if self.use_dora:
-            raise ValueError("use_dora=True is not supported by TopLoRA (allowed: False)")
-        check_positive_int("r", self.r)
-        super().__post_init__()
-        self.peft_type = PEFT_TYPE
-        self._register_custom_module({nn.Module: TopLoraLinear})
+        finish_config(self, "TopLoRA", TOPLORA_INITS, PEFT_TYPE, TopLoraLinear)
 
 
 class TopLoraLinear(Linear):
