@@ -88,7 +88,7 @@ from polar_lib.paper import STABLE_RANK as PAPER_STABLE_RANK
 from polar_lib.stable_rank import adapter_factors, direction_distances, plot_direction_heatmap
 from polar_lib.stats import STABLE_RANK_COLUMNS, exceeds, grows_with_rank, grows_with_training, stays_far_below_rank
 from polar_lib.sweeps import get_sweep
-from polar_lib.train import load_run, load_stable_ranks, train_all
+from polar_lib.train import load_run, load_stable_ranks, loss_curves, train_all
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.precision", 2)
@@ -129,12 +129,7 @@ others = list(dict.fromkeys(method for _, method, _, _ in configs if method not 
 panel_rank = max((r for _, method, r, _ in configs if method in others), default=None)  # the one-rank panel's
 
 # %%
-loss_frame = pd.DataFrame([{"method": method, "r": r, "seed": seed, "step": step, "training loss": loss}
-                           for (_, method, r, seed), run_dir in run_dirs.items() if method in methods
-                           for step, loss in enumerate(load_run(run_dir)[1]["loss_history"], start=1)])
-loss_frame["smoothed loss"] = (loss_frame.groupby(["method", "r", "seed"])["training loss"]
-                               .rolling(loss_window, min_periods=1).mean()
-                               .reset_index(level=["method", "r", "seed"], drop=True))
+loss_frame = loss_curves({key: run_dir for key, run_dir in run_dirs.items() if key[1] in methods}, window=loss_window)
 grid = sns.relplot(loss_frame, x="step", y="smoothed loss", hue="method", col="r", kind="line",
                    estimator="mean", errorbar=("pi", 100), height=2.8, aspect=1.1)
 grid.set_axis_labels("step", "training loss (rolling mean)")

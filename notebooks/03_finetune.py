@@ -113,7 +113,7 @@ from polar_lib.models import load_model
 from polar_lib.paper import commonsense_differences
 from polar_lib.stats import beats, questions_needed, seed_summary, wilson_interval
 from polar_lib.sweeps import get_sweep
-from polar_lib.train import load_run, load_stable_ranks, train_all
+from polar_lib.train import load_run, load_stable_ranks, loss_curves, train_all
 
 sns.set_theme(style="whitegrid", context="notebook")
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -370,11 +370,7 @@ for row in paired[paired.method == "polar"].itertuples():
 # ## Training loss
 
 # %%
-loss_frame = pd.DataFrame([{"task": task, "method": method, "r": r, "seed": seed, "step": i + 1, "training loss": loss}
-                           for (task, method, r, seed), run_dir in run_dirs.items()
-                           for i, loss in enumerate(load_run(run_dir)[1]["loss_history"])])
-loss_frame["smoothed loss"] = (loss_frame.groupby(["task", "method", "r", "seed"])["training loss"]
-                               .rolling(loss_window, min_periods=1).mean().droplevel([0, 1, 2, 3]))
+loss_frame = loss_curves(run_dirs, window=loss_window)
 grid = sns.relplot(loss_frame, x="step", y="smoothed loss", hue="method", hue_order=all_methods, col="task",
                    row="r" if len(ranks) > 1 else None, kind="line", errorbar=None, height=3.2, aspect=1.5)
 grid.set_axis_labels("step", f"training loss (moving mean of {loss_window} steps)")

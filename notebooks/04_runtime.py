@@ -71,11 +71,7 @@ import seaborn as sns
 from polar_lib import bench
 from polar_lib.figures import save_figure
 
-config = bench.BenchConfig(model=model, ranks=ranks, batch_size=batch_size, seq_len=seq_len, warmup=warmup,
-                           repeats=repeats, micro_sizes=micro_sizes, micro_ranks=micro_ranks,
-                           micro_repeats=micro_repeats, dense_landing=dense_landing,
-                           stable_rank_size=stable_rank_size, stable_rank_k=stable_rank_k, device=device,
-                           dtype=dtype, threads=threads)
+config = bench.BenchConfig.from_namespace(globals())  # the parameters cell's values
 results = bench.run_benchmark(config, log=lambda message: None)
 env = results["environment"]
 print(f"{model}, batch {batch_size} × {seq_len}, {dtype}; torch {env['torch']}, {env['threads']} threads, "

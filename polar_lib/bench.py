@@ -117,6 +117,11 @@ class BenchConfig:
     threads: int = 2
     seed: int = 0
 
+    @classmethod
+    def from_namespace(cls, namespace: dict) -> "BenchConfig":
+        """The config of the names in ``namespace`` that are its fields (a notebook's ``globals()``)."""
+        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
+
     def __post_init__(self):
         for name in ("methods", "ranks", "target_modules", "micro_sizes", "micro_ranks"):
             setattr(self, name, tuple(getattr(self, name)))

@@ -285,6 +285,22 @@ def load_stable_ranks(run_dir: str | Path):
             .reset_index(drop=True))
 
 
+def loss_curves(run_dirs: dict, key_names: tuple[str, ...] = ("task", "method", "r", "seed"),
+                window: int = 10):
+    """The training losses of finished runs, one row per (run, step): the columns ``key_names`` (the
+    runs' keys in ``run_dirs``: key → run directory), ``step`` (1, 2, ...), ``training loss`` and
+    ``smoothed loss``, the mean of the last ``window`` steps' losses (fewer at the start)."""
+    import pandas as pd
+
+    frames = []
+    for key, run_dir in run_dirs.items():
+        losses = pd.Series(load_run(run_dir)[1]["loss_history"], dtype=float)
+        frames.append(pd.DataFrame({**dict(zip(key_names, key)), "step": range(1, len(losses) + 1),
+                                    "training loss": losses,
+                                    "smoothed loss": losses.rolling(window, min_periods=1).mean()}))
+    return pd.concat(frames, ignore_index=True)
+
+
 @dataclass
 class RunPlan:
     """A validated run, nothing written yet: ``plan_run``'s answer, ``execute``'s input."""

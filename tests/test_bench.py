@@ -66,3 +66,8 @@ def test_padded_tokens_counts_each_batch_at_its_longest():
     assert sum(lengths) <= grouped <= sum(lengths) + 2 * 99 < shuffled - 2000
     with pytest.raises(ValueError, match="padding must be one of"):
         padded_tokens(lengths, 2, "longest")
+
+
+def test_config_from_a_notebook_namespace_takes_only_its_fields():
+    namespace = {"model": "tiny-llama", "ranks": [4, 8], "threads": 1, "figures_dir": "x", "np": object()}
+    assert BenchConfig.from_namespace(namespace) == BenchConfig(model="tiny-llama", ranks=(4, 8), threads=1)

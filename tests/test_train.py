@@ -14,8 +14,8 @@ from transformers import TrainerCallback
 from polar_lib import data as task_data
 from polar_lib import methods
 from polar_lib.finetune import main as finetune_main
-from polar_lib.train import (RunConfig, load_run, load_stable_ranks, load_trained, run_identity, run_name,
-                             steps_for_epochs, train, train_all)
+from polar_lib.train import (RunConfig, load_run, load_stable_ranks, load_trained, loss_curves, run_identity,
+                             run_name, steps_for_epochs, train, train_all)
 
 TINY = dict(model="tiny-llama", task="arc_easy", train_limit=16, batch_size=4, max_length=64, lora_dropout=0.0)
 RIEMANNIAN = ["polar", "stella", "lora+adaprelora", "lora+riemannian"]
@@ -190,3 +190,19 @@ def test_train_all_trains_in_workers_then_reuses(tmp_path, monkeypatch):
     assert train_all(configs, tmp_path, workers=2, progress=False) == run_dirs
     with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
         train_all(configs, tmp_path, workers=0)
+
+
+def test_loss_curves_are_the_rolling_means_of_each_runs_history(tmp_path):
+    histories = {("boolq", "lora", 4, 0): [4.0, 2.0, 6.0, 0.0], ("boolq", "polar", 4, 0): [1.0, 3.0]}
+    run_dirs = {}
+    for key, history in histories.items():
+        run_dir = run_dirs[key] = tmp_path / "-".join(map(str, key))
+        run_dir.mkdir()
+        (run_dir / "config.json").write_text(json.dumps({"config": RunConfig(method=key[1]).to_dict()}))
+        (run_dir / "metrics.json").write_text(json.dumps({"loss_history": history}))
+    curves = loss_curves(run_dirs, window=2)
+    lora = curves[curves.method == "lora"]
+    assert lora.step.tolist() == [1, 2, 3, 4] and lora["training loss"].tolist() == histories["boolq", "lora", 4, 0]
+    assert lora["smoothed loss"].tolist() == [4.0, 3.0, 4.0, 3.0]  # mean of the last ≤ 2 losses
+    assert curves[curves.method == "polar"]["smoothed loss"].tolist() == [1.0, 2.0]
+    assert set(curves.columns) == {"task", "method", "r", "seed", "step", "training loss", "smoothed loss"}
