@@ -12,7 +12,7 @@ are listed in ``data/tasks.yaml``; each file's public source and sha256 in ``dat
 
 Where the data comes from (``data_dir``), in this order: an explicit argument, ``$POLAR_DATA``,
 ``../shared/data`` beside the checkout, else the cache ``<cache_dir()>/data`` (see
-``polar_lib.models.cache_dir``) into which each file is downloaded from its source on first use and
+``polar_lib.paths.cache_dir``) into which each file is downloaded from its source on first use and
 checked against its recorded sha256.
 
 Every file read is checked against its sha256 in ``data/sources.csv`` (hashed once; the digest is
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from .models import cache_dir
+from .paths import cache_dir
 
 # The task registry: data/ of a checkout, else the copy a wheel ships as polar_lib/registry/.
 _CHECKOUT_REGISTRY = Path(__file__).resolve().parents[1] / "data"
@@ -370,13 +370,19 @@ def load_task(name: str, split: str = "test", data_dir: str | Path | None = None
         raise DataError(f"{path}: not valid JSON ({error})") from error
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
-    parse = PARSERS[get_task(name).kind]
+    task = get_task(name)
+    parse = PARSERS[task.kind]
     examples = []
     for index, record in enumerate(records[:limit] if limit is not None else records):
         try:
-            examples.append(parse(record))
+            example = parse(record)
+            choices = getattr(example, "choices", None)
+            if task.choices and choices is not None and not task.choices[0] <= len(choices) <= task.choices[1]:
+                raise DataError(f"{len(choices)} choices, where task {name!r} has {task.choices[0]} to "
+                                f"{task.choices[1]} (data/tasks.yaml)")
         except DataError as error:
             raise DataError(f"{path}: record {index}: {error}") from error
+        examples.append(example)
     return examples
 
 

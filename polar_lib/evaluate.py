@@ -31,7 +31,7 @@ import torch
 
 from . import data as task_data
 from ._log import log
-from .models import cache_dir
+from .paths import cache_dir
 
 MATH_MAX_NEW_TOKENS = 32
 MATH_RTOL = 1e-4

@@ -43,18 +43,16 @@ class Method:
     optimizer_factory: Callable[..., torch.optim.Optimizer]
     lr: float
     config_defaults: dict = field(default_factory=dict)
-    summary: str = ""
 
 
 METHODS: dict[str, Method] = {
-    "lora": Method(LoraConfig, create_adamw, 4e-4, summary="LoRA (PEFT), AdamW"),
-    "dora": Method(LoraConfig, create_adamw, 4e-4, {"use_dora": True}, "DoRA (PEFT), AdamW"),
-    "polar": Method(PolarConfig, create_landing_optimizer, 4e-3, summary="PoLAR, landing field + AdamW"),
-    "stella": Method(StellaConfig, create_stella_optimizer, 5e-4, summary="StelLA, Riemannian AdamW + polar retraction"),
-    "toplora": Method(TopLoraConfig, create_adamw, 1e-4, summary="TopLoRA, token-wise gates, AdamW"),
-    "lora+adaprelora": Method(LoraConfig, create_adaprelora_optimizer, 4e-4, summary="LoRA, AdaPreLoRA optimizer"),
-    "lora+riemannian": Method(LoraConfig, partial(create_riemannian_optimizer, optimizer_cls=torch.optim.AdamW),
-                              8e-4, summary="LoRA, PEFT's Riemannian-preconditioned AdamW"),
+    "lora": Method(LoraConfig, create_adamw, 4e-4),
+    "dora": Method(LoraConfig, create_adamw, 4e-4, {"use_dora": True}),
+    "polar": Method(PolarConfig, create_landing_optimizer, 4e-3),
+    "stella": Method(StellaConfig, create_stella_optimizer, 5e-4),
+    "toplora": Method(TopLoraConfig, create_adamw, 1e-4),
+    "lora+adaprelora": Method(LoraConfig, create_adaprelora_optimizer, 4e-4),
+    "lora+riemannian": Method(LoraConfig, partial(create_riemannian_optimizer, optimizer_cls=torch.optim.AdamW), 8e-4),
 }
 
 

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceC
 
 from ._checks import check_choice
 from ._log import log
+from .paths import cache_dir
 
 TASKS = {
     "causal-lm": AutoModelForCausalLM,
@@ -43,13 +43,12 @@ TINY = {
 KNOWN_MODELS = tuple(PACKAGED) + tuple(TINY)
 HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
            "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
+ENCODER_MODELS = ("minilm-l6", "tiny-bert")  # fine-tuned as sequence classifiers over the choices
 
 
-def cache_dir() -> Path:
-    """Where converted models live: ``$POLAR_CACHE``, else ``$XDG_CACHE_HOME/polar_lib``, else ``~/.cache/polar_lib``."""
-    if os.environ.get("POLAR_CACHE"):
-        return Path(os.environ["POLAR_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "polar_lib"
+def model_task(name_or_path: str) -> str:
+    """How ``polar_lib.train`` fine-tunes the model: ``"sequence-classification"`` for an encoder, else ``"causal-lm"``."""
+    return "sequence-classification" if name_or_path in ENCODER_MODELS else "causal-lm"
 
 
 def _package_dir(module: str) -> Path:

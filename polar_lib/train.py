@@ -41,9 +41,8 @@ from ._checks import check_choice, check_positive_int
 from ._log import log
 from . import data as task_data
 from .methods import get_method, make_config, make_optimizer, optimizer_settings, prepare
-from .models import check_model_name, load_model
+from .models import check_model_name, load_model, model_task
 
-ENCODER_MODELS = ("minilm-l6", "tiny-bert")
 LOSS_ON = ("answer", "sequence")
 SCHEDULERS = tuple(s.value for s in SchedulerType)
 VERSIONED = ("torch", "transformers", "peft")  # the libraries whose version can change a run's numbers
@@ -101,7 +100,7 @@ class RunConfig:
 
     @property
     def model_task(self) -> str:
-        return "sequence-classification" if self.model in ENCODER_MODELS else "causal-lm"
+        return model_task(self.model)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -142,6 +142,16 @@ def test_malformed_record_error_names_file_and_record(tmp_path, monkeypatch):
         data.load_task("piqa", data_dir=tmp_path)
 
 
+def test_a_record_with_more_choices_than_its_task_allows_raises(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLAR_DATA_VERIFY", "0")
+    three = dict(PIQA_RECORD, instruction=PIQA_RECORD["instruction"].replace(
+        "\n\nAnswer format: solution1/solution2", "\n\nSolution3: open it\n\nAnswer format: solution1/solution2/solution3"))
+    assert len(data.parse_multiple_choice(three).choices) == 3
+    path = write_records(tmp_path, "commonsense/piqa/test.json", [PIQA_RECORD, three])
+    with pytest.raises(DataError, match=re.escape(f"{path}: record 1: 3 choices, where task 'piqa' has 2 to 2")):
+        data.load_task("piqa", data_dir=tmp_path)
+
+
 def copy_task_file(tmp_path, relative_path) -> Path:
     """A data directory holding one real file of the shared data."""
     target = tmp_path / "data" / relative_path

@@ -48,9 +48,6 @@ class TokenGate(nn.Module):
 class TopLoraVariant(LoraVariant):
     """PEFT's variant hook for TopLoRA: the gated forward; merging and conversion raise."""
 
-    def supports_lora_conversion(self) -> bool:
-        raise ValueError(f"TopLoRA cannot be converted to plain LoRA (save_as_lora): {NOT_MERGEABLE}.")
-
     @staticmethod
     def init(module, adapter_name, **kwargs):
         pass
