@@ -225,19 +225,6 @@ def score_questions(model, tokenizer, tasks: list[str], limit: int | None = None
     return pd.DataFrame(rows, columns=QUESTION_COLUMNS)
 
 
-def finished_run_config(run_dir: str | Path):
-    """The ``RunConfig`` of the finished run in ``run_dir``; ``FileNotFoundError`` saying what is missing."""
-    from .train import load_run
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"run_dir {run_dir} is not a run directory (no config.json)")
-    config, metrics = load_run(run_dir)
-    if metrics is None:
-        raise FileNotFoundError(f"run_dir {run_dir} is not a finished run (no metrics.json); train it first")
-    return config
-
-
 def evaluation_key(tasks: list[str], limit: int | None, online: bool, data_dir: str | Path | None = None) -> dict:
     """What an evaluation's result depends on besides the run: per task, the test file's sha256 and
     the lm-eval config built from it (prompts, metrics, generation settings); the limit; online or
@@ -272,9 +259,9 @@ def evaluate_run(run_dir: str | Path, tasks: list[str] | None = None, limit: int
     ``evaluation_key``: the tasks, the limit, online or not, each test file's sha256 and task config,
     and the versions of polar_lib and lm-eval.
     """
-    from .train import load_trained
+    from .train import load_finished_run, load_trained
 
-    config = finished_run_config(run_dir)
+    config = load_finished_run(run_dir)[0]
     run_dir = Path(run_dir)
     tasks = check_tasks([config.task] if tasks is None else tasks, online)
     key = evaluation_key(tasks, limit, online, data_dir)
@@ -328,12 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .train import load_finished_run
+
     parser = build_parser()
     args = parser.parse_args(argv)
     tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:
         tasks = None if tasks is None else check_tasks(tasks, args.online)  # a bad task before a bad run
-        config = finished_run_config(args.run)
+        config = load_finished_run(args.run)[0]
         tasks = tasks or check_tasks([config.task], args.online)
         task_data.data_dir(args.data_dir)
     except (ValueError, FileNotFoundError) as error:

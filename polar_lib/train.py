@@ -221,13 +221,21 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, dict | None]:
     return config, json.loads(metrics_file.read_text()) if metrics_file.exists() else None
 
 
+def load_finished_run(run_dir: str | Path) -> tuple[RunConfig, dict]:
+    """``load_run`` of a finished run; ``FileNotFoundError`` saying what is missing otherwise."""
+    if not (Path(run_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"run_dir {run_dir} is not a run directory (no config.json)")
+    config, metrics = load_run(run_dir)
+    if metrics is None:
+        raise FileNotFoundError(f"run_dir {run_dir} is not a finished run (no metrics.json); train it first")
+    return config, metrics
+
+
 def load_trained(run_dir: str | Path):
     """The base model with the run's final adapter loaded (stock ``PeftModel.from_pretrained``), and its tokenizer."""
     from peft import PeftModel
 
-    config, metrics = load_run(run_dir)
-    if metrics is None:
-        raise FileNotFoundError(f"{run_dir} is not a finished run (no metrics.json); train it first")
+    config, metrics = load_finished_run(run_dir)
     model, tokenizer = load_model(config.model, task=config.model_task, seed=config.seed,
                                   num_labels=metrics.get("num_labels", 2))
     return PeftModel.from_pretrained(model, Path(run_dir) / "adapter"), tokenizer
