@@ -36,7 +36,7 @@
 # | data | Social IQa / HellaSwag training sets, 5 epochs, batch 128 | BoolQ training set, 200 steps of 2 examples (400 of its 9,427 examples, ≈ 4 % of one epoch), cutoff 256 tokens |
 # | loss | on the whole sequence | on the whole sequence |
 # | modules, α | q, k, v, up, down; α = 32 | q, k, v, up, down; α = 32 |
-# | ranks, seeds | r = 4, 8, 16, 32 | r = 4, 8, 16, 32, seeds 0 and 1 each; notebook 03's other methods at r = 8, seed 0 |
+# | ranks, seeds | r = 4, 8, 16, 32 | r = 4, 8, 16, 32, seeds 0 and 1 each; DoRA at r = 8, seed 0 (notebook 03's) |
 # | lr | PoLAR 4e-3, LoRA 4e-4, cosine | the same peak rates, held constant after warm-up |
 # | stable rank logged | over training (README's third panel) | at step 0 and every 25 steps |
 #
@@ -45,7 +45,7 @@
 # 1.61 (step 75) → 1.90 (step 125) → 2.00 (step 200), still rising. With the loss on the answer tokens
 # only (the previous protocol) the signal is weaker — LoRA 1.28–1.34, PoLAR 1.25 → 1.47 — so this
 # notebook uses the paper's loss on the whole sequence. A 200-step run takes 2–3 min on one thread, so
-# 200 steps is the longest run that keeps the 22 runs the `cpu` sweep shares with notebook 03 (two at
+# 200 steps is the longest run that keeps the 18 runs the `cpu` sweep shares with notebook 03 (two at
 # a time) within the budget of `make figures`.
 #
 # The CPU scale is still tiny next to the paper's: it shows the **beginning** of a paper-scale run. The

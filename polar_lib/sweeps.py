@@ -113,7 +113,8 @@ SWEEPS: dict[str, Sweep] = {
         max_steps=200,
         rank_sweep=Group(("boolq",), ("lora", "polar"), (4, 8, 16, 32), (0, 1)),
         comparison=Group(("boolq",), ("lora", "dora", "polar"), (8,), (0, 1)),
-        others=Group(("boolq",), ("stella", "toplora"), (8,), (0,)),  # the 45-minute budget of make figures
+        # No other methods: at ≈ 3.5 min per run, two at a time, the 18 runs above already take ≈ 32 of
+        # make figures' 45 minutes on 2 cores (README, 'Measured times'); `others` would add 2 min per run.
     ),
     # make figures PROFILE=paper: the PoLAR paper's commonsense recipe (docs/benchmarks.md, 'PoLAR
     # commonsense (Llama-2-7B)'): 5 epochs, batch 128 (8 × 16 accumulation), cosine, cutoff 512, bf16
