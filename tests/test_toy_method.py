@@ -1,0 +1,78 @@
+"""Adding a method is one module and one registry line: the toy method of ``toy_method.py`` goes
+through prepare, make_optimizer, train, the finetune CLI, adapter_stable_ranks and the layer checks
+with nothing else written for it."""
+import json
+
+import pytest
+import torch
+
+from polar_lib import methods
+from polar_lib.finetune import main as finetune_main
+from polar_lib.methods import Method, create_adamw, make_optimizer, prepare
+from polar_lib.models import load_model
+from polar_lib.stable_rank import adapter_stable_ranks, stable_rank
+from polar_lib.train import RunConfig, load_run, load_trained, train
+
+from .toy_method import ToyConfig, ToyLinear
+
+TARGETS = ["q_proj", "v_proj"]
+ATOL = 1e-5  # fp32 logits of a 2-layer model with |logit| ≲ 10: a few hundred ulps of slack
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(methods.METHODS, "toy", Method(ToyConfig, create_adamw, 1e-3))  # the one line
+    return "toy"
+
+
+def trained_looking(model):
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+def test_prepare_and_optimizer_give_the_toy_formula(toy, token_batch):
+    base, _ = load_model("tiny-llama")
+    model = trained_looking(prepare(base, toy, r=4, target_modules=TARGETS)).eval()  # eval: no dropout
+    layers = [m for m in model.modules() if isinstance(m, ToyLinear)]
+    assert len(layers) == 2 * len(TARGETS)  # every target of both blocks
+    assert isinstance(make_optimizer(model, toy), torch.optim.AdamW)
+    layer = layers[0]
+    B, A, c = layer.lora_B["default"].weight, layer.lora_A["default"].weight, layer.lora_S["default"].weight
+    x = torch.randn(3, layer.in_features, generator=torch.Generator().manual_seed(2))
+    expected = layer.get_base_layer()(x) + layer.scaling["default"] * (x @ A.T * c) @ B.T  # W0 x + s B diag(c) A x
+    assert torch.allclose(layer(x), expected, atol=ATOL, rtol=0)
+    with torch.no_grad():
+        unmerged = model(token_batch).logits
+        model.merge_adapter()
+        merged = model(token_batch).logits
+        model.unmerge_adapter()
+        assert torch.allclose(merged, unmerged, atol=ATOL, rtol=0)
+        assert torch.allclose(model(token_batch).logits, unmerged, atol=ATOL, rtol=0)
+
+
+def test_train_reload_and_stable_ranks(toy, tmp_path, token_batch):
+    config = RunConfig(method=toy, task="arc_easy", r=4, target_modules=TARGETS, max_steps=3, batch_size=2,
+                       train_limit=8, save_steps=3)
+    run_dir = train(config, tmp_path, progress=False)
+    assert load_run(run_dir)[1]["steps"] == 3
+    assert json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["peft_type"] == "TOY"
+    model, _ = load_trained(run_dir)
+    from_model = adapter_stable_ranks(model).set_index("name").stable_rank
+    from_folder = adapter_stable_ranks(run_dir / "adapter").set_index("name").stable_rank
+    assert len(from_model) == 2 * len(TARGETS) and (adapter_stable_ranks(model).method == "toy").all()
+    assert torch.allclose(torch.tensor(from_model.sort_index().values), torch.tensor(from_folder.sort_index().values),
+                          atol=1e-4, rtol=0)  # the same factors, fp32 thin QRs: ~1e-6 relative
+    layer = next(m for m in model.modules() if isinstance(m, ToyLinear))
+    assert stable_rank(layer.get_delta_weight("default")) == pytest.approx(from_model.iloc[0], rel=1e-4)
+
+
+def test_the_finetune_cli_accepts_it(toy, tmp_path, capsys):
+    finetune_main(["--model", "tiny-llama", "--method", toy, "--task", "arc_easy", "--r", "2",
+                   "--target-modules", "q_proj", "--max-steps", "2", "--batch-size", "2", "--train-limit", "4",
+                   "--save-steps", "2", "--runs-dir", str(tmp_path), "--no-progress"])
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith("arc_easy-toy-r2")]
+    assert load_run(run_dir)[1]["steps"] == 2
