@@ -67,21 +67,25 @@ def landing_field(
 ) -> torch.Tensor:
     """The landing field Λ(Z, G) = (G Zᵀ − Z Gᵀ) Z + λ Z (ZᵀZ − I), without the n×n matrix.
 
-    Z, G: n×r matrices (n ≥ r), G the Euclidean gradient of the loss at Z. With C = ZᵀZ (r×r) the
-    same field is Λ = G C + Z M with M = λ (C − I) − Gᵀ Z: O(n r²), four thin products fused into
-    ``addmm`` calls (at small r on a CPU, the cost is the number of calls). This is the field of the
-    PoLAR code (no factor ½ on the skew term; ``landing_lambda`` is its λ). ``field="euclidean"``
-    is the paper's ablation G + λ Z (ZᵀZ − I), the gradient of L + (λ/4)‖ZᵀZ − I‖_F².
+    Z, G: n×r matrices (n ≥ r), or batches (…, n, r) of them, G the Euclidean gradient of the loss
+    at Z. With C = ZᵀZ (r×r) the same field is Λ = G C + Z M with M = λ (C − I) − Gᵀ Z: O(n r²),
+    four thin products fused into ``addmm`` (``baddbmm`` for a batch) calls — at small r on a CPU
+    the cost is the number of calls, so a batch of same-shape factors costs about one. This is the
+    field of the PoLAR code (no factor ½ on the skew term; ``landing_lambda`` is its λ).
+    ``field="euclidean"`` is the paper's ablation G + λ Z (ZᵀZ − I), the gradient of
+    L + (λ/4)‖ZᵀZ − I‖_F².
     """
     if landing_lambda < 0:
         raise ValueError(f"landing_lambda must be >= 0, got {landing_lambda!r}")
     check_choice("field", field, LANDING_FIELDS)
-    if Z.ndim != 2 or Z.shape != G.shape or Z.shape[0] < Z.shape[1]:
-        raise ValueError(f"Z and G must be tall n×r matrices with n >= r and equal shapes, got {tuple(Z.shape)} and {tuple(G.shape)}")
+    if Z.ndim not in (2, 3) or Z.shape != G.shape or Z.shape[-2] < Z.shape[-1]:
+        raise ValueError(f"Z and G must be tall n×r matrices (or a batch of them) with n >= r and equal shapes, "
+                         f"got {tuple(Z.shape)} and {tuple(G.shape)}")
+    addmm = torch.addmm if Z.ndim == 2 else torch.baddbmm
     C = Z.mT @ Z
-    M = landing_lambda * C if field == "euclidean" else torch.addmm(C, G.mT, Z, beta=landing_lambda, alpha=-1)
-    M.diagonal().sub_(landing_lambda)
-    return torch.addmm(G if field == "euclidean" else G @ C, Z, M)
+    M = landing_lambda * C if field == "euclidean" else addmm(C, G.mT, Z, beta=landing_lambda, alpha=-1)
+    M.diagonal(dim1=-2, dim2=-1).sub_(landing_lambda)
+    return addmm(G if field == "euclidean" else G @ C, Z, M)
 
 
 def dense_landing_field(Z: torch.Tensor, G: torch.Tensor, landing_lambda: float) -> torch.Tensor:

@@ -86,3 +86,12 @@ def test_landing_rejects_bad_arguments():
         landing_field(Z, Z, 1.0, field="riemannian")
     with pytest.raises(ValueError, match="tall"):
         landing_field(Z.T, Z.T, 1.0)
+
+
+@pytest.mark.parametrize("field", ["landing", "euclidean"])
+def test_a_batch_of_landing_fields_is_each_one(field):
+    g = torch.Generator().manual_seed(5)
+    Z, G = torch.randn(4, 30, 3, generator=g, dtype=torch.float64), torch.randn(4, 30, 3, generator=g, dtype=torch.float64)
+    batched = landing_field(Z, G, 0.7, field=field)
+    assert torch.allclose(batched, torch.stack([landing_field(z, q, 0.7, field=field) for z, q in zip(Z, G)]),
+                          atol=1e-12, rtol=0)  # fp64, O(1) entries: the same products in another kernel

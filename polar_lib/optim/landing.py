@@ -31,16 +31,20 @@ def polar_factors(model: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter]]:
 
 
 def apply_landing_field(pairs, landing_lambda: float, field: str = "landing") -> None:
-    """Replace, in place and in fp32, B.grad by Λ(B, ∇_B) and A.grad by Λ(Aᵀ, ∇_Aᵀ)ᵀ."""
+    """Replace, in place and in fp32, B.grad by Λ(B, ∇_B) and A.grad by Λ(Aᵀ, ∇_Aᵀ)ᵀ, for all factors
+    of one shape, dtype and device at once: one batched ``landing_field`` per such group."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
     for A, B in pairs:
         for weight, transposed in ((B, False), (A, True)):
-            if weight.grad is None:
-                continue
-            Z, G = weight.detach().float(), weight.grad.float()
-            if transposed:
-                Z, G = Z.T, G.T
-            Lam = landing_field(Z, G, landing_lambda, field=field)
-            weight.grad.copy_(Lam.T if transposed else Lam)
+            if weight.grad is not None:
+                groups.setdefault((tuple(weight.shape), weight.dtype, weight.device, transposed), []).append(weight)
+    for (*_, transposed), weights in groups.items():
+        Z = torch.stack([w.detach() for w in weights]).float()
+        G = torch.stack([w.grad for w in weights]).float()
+        if transposed:
+            Z, G = Z.mT, G.mT
+        Lam = landing_field(Z, G, landing_lambda, field=field)
+        torch._foreach_copy_([w.grad for w in weights], list((Lam.mT if transposed else Lam).unbind()))
 
 
 def create_landing_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.Optimizer] = torch.optim.AdamW, *,
