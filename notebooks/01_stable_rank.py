@@ -321,26 +321,28 @@ if {"lora", "polar"} <= set(methods) and len(ranks) >= 2:
 # ## What we found (CPU profile)
 # SmolLM2-135M-Instruct (4-bit-quantised-then-dequantised weights), BoolQ, loss on the whole sequence,
 # q/k/v/up/down, 200 steps of 2 examples, r ∈ {4, 8, 16, 32} × 2 seeds; the numbers printed above
-# (`make figures`, 2 December 2026).
+# (`make figures` from a fresh clone, 2 December 2026; the 17 runs of this notebook took 24 min, two at
+# a time, 123–166 s each, DoRA 236 s).
 #
 # - **LoRA's stable rank stays far below r — reproduces.** Its final median over all adapted matrices
 #   is 1.3–1.5 at every rank (1.48 / 1.53 / 1.48 / 1.34 at r = 4/8/16/32) and flat over the 200
 #   steps: a rank-32 LoRA update uses about one and a half directions. The paper: LoRA 1.06 at r = 32
 #   (Fig. 1), 2.2–2.5 on HellaSwag.
-# - **PoLAR's stable rank grows with r — reproduces.** 1.27 → 1.58 → 2.01 → 2.38 at r = 4/8/16/32 over
-#   all matrices (`down_proj`, the module of the paper's Fig. 1: 1.3 → 1.6 → 2.3 → 3.1), the two seeds
-#   within 0.1 of each other at every r.
+# - **PoLAR's stable rank grows with r — reproduces.** 1.27 → 1.57 → 1.93 → 2.31 at r = 4/8/16/32 over
+#   all matrices (`down_proj`, the module of the paper's Fig. 1: 1.32 → 1.60 → 2.18 → 2.56), Spearman
+#   ρ = 1 and the two seeds at r = 32 (2.29–2.34) clear of those at r = 4 (1.27–1.28).
 # - **PoLAR's stable rank grows with training while LoRA's stays flat — reproduces** (the paper's third
-#   panel): at r = 32 PoLAR climbs 1.35 (step 25) → 2.00 (100) → 2.38 (200), still rising at the last
+#   panel): at r = 32 PoLAR climbs 1.35 (step 25) → 2.01 (100) → 2.31 (200), still rising at the last
 #   step; LoRA's drifts down from 1.42 to 1.34.
 # - **PoLAR above LoRA — at r ≥ 16 only.** At r = 16 and 32 PoLAR's final median exceeds LoRA's in both
-#   seeds (by ≥ 0.48 and ≥ 1.02); at r = 4 it is below (1.27 against 1.48) and at r = 8 level, so the
-#   verdict "exceeds at every r" fails: at this budget PoLAR starts below LoRA at every r (step 25) and
-#   overtakes it only at r ≥ 16. Why it starts lower was not investigated.
-# - **Against the paper's level:** our PoLAR reaches 2.4 at r = 32 where the paper reports 5.5 (Fig. 1)
+#   seeds (by ≥ 0.43 and ≥ 0.94); at r = 4 it is below (1.27 against 1.48) and at r = 8 level (1.57
+#   against 1.53, one seed 0.01 below), so the verdict "exceeds at every r" fails: at this budget PoLAR
+#   starts below LoRA at every r (step 25) and overtakes it only at r ≥ 16. Why it starts lower was not
+#   investigated.
+# - **Against the paper's level:** our PoLAR reaches 2.3 at r = 32 where the paper reports 5.5 (Fig. 1)
 #   and 11 (README): the trend reproduces, the level does not — 200 steps of 2 examples are under 5 % of
 #   one BoolQ epoch against the paper's 5 epochs at batch 128, on a 135 M model, and the curves are
 #   still rising when we stop.
-# - **The other methods at r = 8 (seed 0):** DoRA's BA behaves as LoRA's (1.59 against 1.59); StelLA
-#   starts at sr = r = 8 (S = I) and is still at 7.8 after 200 steps — its stable rank measures how
-#   little S has moved, not a learned spread.
+# - **DoRA at r = 8 (seed 0):** its BA behaves as LoRA's (median 1.59 against 1.59 over all matrices).
+#   The `cpu` sweep trains no StelLA run (budget); at the paper profile StelLA's start at sr = r (S = I)
+#   is marked by the step-0 crosses of the one-rank panel.

@@ -397,18 +397,21 @@ print(side_by_side.to_string(index=False))
 # ## What we found (CPU profile)
 #
 # SmolLM2-135M-Instruct, BoolQ (no passage), loss on the sequence, 200 steps of 2 examples, r = 8,
-# 500 paired test questions (`make figures`, 2 December 2026; the numbers printed above).
+# LoRA, DoRA and PoLAR with 2 paired seeds each, 500 paired test questions (`make figures` from a fresh
+# clone, 2 December 2026; the numbers printed above).
 #
-# - **No method separates from LoRA, and the design shows why.** LoRA 63.3 % (95 % Wilson interval
-#   59.0–67.4), DoRA 63.3, PoLAR 63.0, AdaPreLoRA 64.0, the Riemannian optimizer 63.2, TopLoRA 63.0 —
-#   all at the majority answer (63.0 % "true" on these questions). The adapted models answer almost
-#   every question alike: PoLAR and LoRA disagree on 9 of 1000 question pairs (3 won, 6 lost, exact
-#   McNemar p = 0.51), DoRA and LoRA on none.
-# - **StelLA is worse: 58.4 %, −5.2 points (95 % CI −7.7 to −2.7)**, the one difference that is real at
-#   this budget (its update starts non-zero, S = I; whether that is the cause was not investigated).
+# - **Neither DoRA nor PoLAR separates from LoRA, and the design shows why.** LoRA 63.3 % (95 % Wilson
+#   interval 59.0–67.4), DoRA 63.3, PoLAR 63.0 — all at the majority answer (63.0 % "true" on these
+#   questions; the model without an adapter scores 49.4 %). The adapted models answer almost every
+#   question alike: PoLAR and LoRA disagree on 9 of 1000 question pairs (3 won, 6 lost, exact McNemar
+#   p = 0.51; the difference −0.3 points, 95 % CI −0.9 to +0.3), DoRA and LoRA on none.
 # - **Against the paper** (Llama-2-7B, with the passage, 5 epochs: LoRA 87.34, DoRA 87.49, PoLAR 87.74):
 #   the paper's +0.4-point PoLAR gain on BoolQ is of the size this design could resolve only if the
-#   models disagreed on questions; here they barely do (0.9 % discordance), because 200 steps on
-#   passage-less BoolQ teach a 135 M model little beyond the majority answer. What the notebook does
-#   show at CPU scale is the honest uncertainty: a ±4-point interval over questions, against which the
-#   old 40-question design's ±15 points could show nothing.
+#   models disagreed on questions; here they barely do (0.9 % discordance, too few discordant pairs for
+#   a finite minimal detectable difference), because 200 steps on passage-less BoolQ teach a 135 M model
+#   little beyond the majority answer. What the notebook does show at CPU scale is the honest
+#   uncertainty: a ±4-point interval over questions, against which the old 40-question design's ±15
+#   points could show nothing.
+# - **The other methods** (StelLA, TopLoRA, LoRA with AdaPreLoRA or the Riemannian optimizer) are not in
+#   the `cpu` sweep: with the 18 runs above, `make figures` takes 39 of its 45 minutes; the `paper`
+#   sweep trains them all.
