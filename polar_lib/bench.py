@@ -61,6 +61,7 @@ import pandas as pd
 import torch
 
 from ._checks import check_choice
+from ._cli import prog
 from .geometry import dense_landing_field, landing_field, polar_retraction, qr_retraction
 from .methods import METHODS, make_optimizer, prepare
 from .models import load_model
@@ -426,9 +427,9 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v)
 
 
-def main(argv=None) -> dict:
-    """Command line: ``python -m polar_lib.bench [--quick] [--model M] [--ranks 4,8] ...``."""
-    parser = argparse.ArgumentParser(prog="python -m polar_lib.bench", description=__doc__.split("\n\n")[0])
+def main(argv=None) -> None:
+    """Command line: ``polar-bench [--quick] [--model M] [--ranks 4,8] ...``."""
+    parser = argparse.ArgumentParser(prog=prog("bench"), description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny random model, small micro sweep (< 1 min on "
                         "2 cores); prints the ratios as a JSON object on the last line, writes no file")
     parser.add_argument("--output", default=None, help="results file (default: runs/bench/results-<date-time>.json; "
@@ -457,7 +458,6 @@ def main(argv=None) -> dict:
     if output:
         print(f"results written to {save_results(results, output, overwrite=args.overwrite)}", flush=True)
     print(json.dumps(ratios_json(results["summary"])), flush=True)
-    return results
 
 
 if __name__ == "__main__":

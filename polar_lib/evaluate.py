@@ -13,7 +13,8 @@ With ``online=True`` lm-eval's stock tasks (``arc_easy``, ``boolq``, ...) are us
 download their data from the hub. Sequence classifiers (the encoders) are scored by the argmax of
 their logits over the test split.
 
-CLI: ``python -m polar_lib.evaluate --run <run_dir> [--tasks arc_easy,boolq] [--limit N]``.
+CLI: ``polar-evaluate --run <run_dir> [--tasks arc_easy,boolq] [--limit N]``, or a model without an
+adapter: ``polar-evaluate --model smollm2-135m --task arc_easy``.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import pandas as pd
 import torch
 
 from . import data as task_data
+from ._cli import prog
 from ._log import log
 from .paths import cache_dir
 
@@ -295,15 +297,19 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m polar_lib.evaluate",
-        description="Evaluate a finished fine-tuning run with lm-eval (multiple choice by log-likelihood, "
-                    "math by greedy generation); prints task, metric, accuracy, stderr and n. "
-                    "Results are cached in the run directory.")
-    parser.add_argument("--run", required=True, type=Path, metavar="DIR",
+        prog=prog("evaluate"),
+        description="Evaluate a finished fine-tuning run, or a model without an adapter, with lm-eval (multiple "
+                    "choice by log-likelihood, math by greedy generation); prints task, metric, accuracy, stderr "
+                    "and n. A run's results are cached in its directory.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, metavar="DIR",
                         help="the run directory (holding config.json and, once finished, metrics.json)")
-    parser.add_argument("--tasks", metavar="A,B", default=None,
-                        help=f"comma-separated tasks (default: the run's own task); offline: "
-                             f"{', '.join(eval_task_names())}")
+    source.add_argument("--model", metavar="NAME",
+                        help="a causal LM without an adapter: a name of polar_lib.models.load_model, a hub id "
+                             "or a local folder")
+    parser.add_argument("--tasks", "--task", metavar="A,B", default=None,
+                        help=f"comma-separated tasks (default: the run's own task; required with --model); "
+                             f"offline: {', '.join(eval_task_names())}")
     parser.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                         help="evaluate the first N test examples of each task (default: all)")
     parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="B", help="batch size (default: 8)")
@@ -315,20 +321,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .models import check_model_name, load_model
     from .train import load_finished_run
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.model is not None and args.tasks is None:
+        parser.error("--tasks is required with --model")
     tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:
         tasks = None if tasks is None else check_tasks(tasks, args.online)  # a bad task before a bad run
-        config = load_finished_run(args.run)[0]
-        tasks = tasks or check_tasks([config.task], args.online)
+        if args.model is None:
+            config = load_finished_run(args.run)[0]
+            tasks = tasks or check_tasks([config.task], args.online)
+        else:
+            check_model_name(args.model)
         task_data.data_dir(args.data_dir)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
-    table = evaluate_run(args.run, tasks, limit=args.limit, batch_size=args.batch_size, data_dir=args.data_dir,
-                         online=args.online)
+    options = {"limit": args.limit, "batch_size": args.batch_size, "data_dir": args.data_dir, "online": args.online}
+    if args.model is None:
+        table = evaluate_run(args.run, tasks, **options)
+    else:
+        table = evaluate_model(*load_model(args.model), tasks, **options)
     print(table.to_string(index=False))
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from peft import LoraConfig, PeftModel, PeftType, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
+from ._cli import prog
 from .adapters import polar, stella, toplora
 from .adapters.core import CoreLinear
 from .models import HUB_IDS, TASKS, load_model
@@ -156,7 +157,7 @@ def export(source: str | Path, to: str, output: str | Path, *, overwrite: bool =
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m polar_lib.export", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog("export"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="a run directory of polar_lib.train or an adapter folder")
     parser.add_argument("--to", required=True, choices=TARGETS,

@@ -1,8 +1,9 @@
 """Command line: fine-tune one model with one method on one task.
 
-    python -m polar_lib.finetune --model smollm2-135m --method polar --task arc_easy --r 8 --max-steps 40
+    polar-finetune --model smollm2-135m --method polar --task arc_easy --r 8 --max-steps 40
 
-Every option is a field of ``polar_lib.train.RunConfig``; the run directory is printed at the end.
+Every option is a field of ``polar_lib.train.RunConfig`` (and ``--epochs``, which sets ``max_steps``);
+the run directory is printed at the end.
 Launch with ``torchrun --nproc_per_node N -m polar_lib.finetune ...`` for data-parallel training.
 """
 from __future__ import annotations
@@ -12,10 +13,11 @@ import dataclasses
 import json
 import sys
 
+from ._cli import prog
 from .data import task_names
 from .methods import METHODS
 from .models import KNOWN_MODELS
-from .train import RunConfig, execute, plan_run
+from .train import RunConfig, execute, plan_run, steps_for_epochs
 
 HELP = {
     "model": f"model (required): one of {KNOWN_MODELS}, a hub id or a local folder",
@@ -46,8 +48,9 @@ HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m polar_lib.finetune", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog("finetune"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = parser.add_mutually_exclusive_group()
     for f in dataclasses.fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -58,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 help=f"{HELP[f.name]} (default: {default})")
         elif f.type == "dict":
             parser.add_argument(flag, type=json.loads, default=default, help=HELP[f.name])
+        elif f.name == "max_steps":  # parsed default None: argparse then sees any given value beside --epochs
+            steps.add_argument(flag, type=int, default=None, help=f"{HELP[f.name]} (default: {default})")
+            steps.add_argument("--epochs", type=float, default=None,
+                               help="passes over the training split, instead of --max-steps "
+                                    "(polar_lib.train.steps_for_epochs)")
         else:
             convert = {"int": int, "float": float, "int | None": int, "float | None": float}.get(f.type, str)
             parser.add_argument(flag, type=convert, default=default, help=f"{HELP[f.name]} (default: {default})")
@@ -72,11 +80,17 @@ def main(argv=None) -> None:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     options = {k: args.pop(k) for k in ("runs_dir", "run_dir", "data_dir", "no_progress")}
+    epochs = args.pop("epochs")
+    if args["max_steps"] is None:
+        del args["max_steps"]  # RunConfig's default
     if args["target_modules"] != "all-linear":  # names, never a regex (PEFT reads a plain string as one)
         args["target_modules"] = args["target_modules"].split(",")
     if args["task"] not in task_names():
         parser.error(f"unknown task {args['task']!r}; valid tasks: {', '.join(task_names())}")
     try:  # everything that can fail is checked here, before anything is written
+        if epochs is not None:
+            args["max_steps"] = steps_for_epochs(args["task"], epochs, args["batch_size"], args["grad_accum"],
+                                                 args["train_limit"], options["data_dir"])
         plan = plan_run(RunConfig(**args), options["runs_dir"], options["run_dir"], data_dir=options["data_dir"])
     except (ValueError, OSError) as error:
         parser.error(str(error).splitlines()[0])

@@ -18,6 +18,8 @@ anything is written. A finished run with the same identity is reused, never retr
 interrupted one resumes from its last checkpoint (bit-identical to an uninterrupted run on CPU); a
 directory holding a different run is never overwritten; a lock beside the run directory makes a
 second process wait for the first instead of training the same run again.
+
+The module is callable as its function ``train``: ``from polar_lib import train; train(config)``.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import hashlib
 import json
 import math
 import os
+import sys
+import types
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -446,3 +450,13 @@ def train_all(configs: list[RunConfig], runs_dir: str | Path = "runs", *, worker
             for future in tqdm(futures, desc="training runs", disable=not progress):
                 future.result()
     return [Path(runs_dir) / name for name in names]
+
+
+class _CallableModule(types.ModuleType):
+    """``polar_lib.train`` both as this module and as its function ``train``."""
+
+    def __call__(self, *args, **kwargs) -> Path:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
