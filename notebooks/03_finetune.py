@@ -363,6 +363,9 @@ for row in paired[paired.method == "polar"].itertuples():
         print(f"{head}: MDE {100 * row.mde:.1f} points, {row.mde / paper_effect:.1f} × the paper's 1-point effect; "
               f"detecting 1 point would take {needed} pairs, ≈ {math.ceil(needed / row.seed_pairs)} questions "
               f"at {row.seed_pairs} seed pair(s)")
+    elif math.isfinite(row.mde):  # a paired difference is at most the discordant fraction
+        print(f"{head}: MDE {100 * row.mde:.1f} points; a 1-point difference cannot occur when the models "
+              f"disagree on fewer than 1 % of the questions")
     else:
         print(f"{head}: no finite MDE ({'no discordant pairs' if row.discordance == 0 else 'too few pairs'})")
 
@@ -407,8 +410,8 @@ print(side_by_side.to_string(index=False))
 #   p = 0.51; the difference −0.3 points, 95 % CI −0.9 to +0.3), DoRA and LoRA on none.
 # - **Against the paper** (Llama-2-7B, with the passage, 5 epochs: LoRA 87.34, DoRA 87.49, PoLAR 87.74):
 #   the paper's +0.4-point PoLAR gain on BoolQ is of the size this design could resolve only if the
-#   models disagreed on questions; here they barely do (0.9 % discordance, too few discordant pairs for
-#   a finite minimal detectable difference), because 200 steps on passage-less BoolQ teach a 135 M model
+#   models disagreed on questions; here they barely do (0.9 % discordance: the design detects 0.8 points,
+#   but a 1-point difference cannot even occur when the models disagree on under 1 % of questions), because 200 steps on passage-less BoolQ teach a 135 M model
 #   little beyond the majority answer. What the notebook does show at CPU scale is the honest
 #   uncertainty: a ±4-point interval over questions, against which the old 40-question design's ±15
 #   points could show nothing.
