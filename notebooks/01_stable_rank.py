@@ -95,6 +95,7 @@ pd.set_option("display.precision", 2)
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 figures_dir = Path(figures_dir)
+profile = f"{sweep} sweep" if isinstance(sweep, str) else "custom sweep"  # named on every figure
 sweep = get_sweep(sweep)
 group = sweep.rank_sweep
 task, model, loss_on = group.tasks[0], sweep.training["model"], sweep.training["loss_on"]
@@ -133,7 +134,7 @@ loss_frame = loss_curves({key: run_dir for key, run_dir in run_dirs.items() if k
 grid = sns.relplot(loss_frame, x="step", y="smoothed loss", hue="method", col="r", kind="line",
                    estimator="mean", errorbar=("pi", 100), height=2.8, aspect=1.1)
 grid.set_axis_labels("step", "training loss (rolling mean)")
-grid.figure.suptitle(f"Training loss ({model}, {task}, loss on the {loss_on}), rolling mean over {loss_window} "
+grid.figure.suptitle(f"[{profile}] Training loss ({model}, {task}, loss on the {loss_on}), rolling mean over {loss_window} "
                      f"steps\nline = mean over {n_seeds} seeds, band = min–max over seeds", y=1.12)
 save_figure(grid.figure, loss_frame, "01_training_loss", figures_dir)
 plt.show()
@@ -172,7 +173,7 @@ grid = sns.relplot(drawn, x="step", y="stable_rank", hue="method", col="r", row=
                    facet_kws=dict(margin_titles=True))
 grid.set_titles(col_template="r = {col_name}", row_template="{row_name}")
 grid.set_axis_labels("step", "median sr")
-grid.figure.suptitle(f"Median stable rank of ΔW over {n_layers} layers against the step ({model}, {task}, "
+grid.figure.suptitle(f"[{profile}] Median stable rank of ΔW over {n_layers} layers against the step ({model}, {task}, "
                      f"{max_steps} steps)\nline = mean over {n_seeds} seeds, band = min–max over seeds; step 0 "
                      "not drawn where ΔW = 0 (sr := 0)", y=1.03)
 save_figure(grid.figure, swept, "01_stable_rank_over_training", figures_dir)
@@ -195,7 +196,7 @@ for ax in grid.axes.flat:
     ax.set_yticklabels(ticks)
 grid.axes.flat[0].legend(loc="upper left", fontsize=8)
 grid.set_axis_labels("adapter rank r", "stable rank of ΔW")
-grid.figure.suptitle(f"Stable rank against rank at the final step (step {max_steps}): line = median, band = "
+grid.figure.suptitle(f"[{profile}] Stable rank against rank at the final step (step {max_steps}): line = median, band = "
                      f"interquartile range, over {n_layers} layers × {n_seeds} seeds", y=1.04)
 save_figure(grid.figure, final_sweep, "01_stable_rank_vs_rank", figures_dir)
 plt.show()
@@ -210,7 +211,7 @@ layer_frame = final_sweep[final_sweep.module == heatmap_module]
 grid = sns.relplot(layer_frame, x="layer", y="stable_rank", hue="method", col="r", kind="line", marker="o",
                    markersize=4, estimator="mean", errorbar=("pi", 100), height=2.8, aspect=1.1)
 grid.set_axis_labels("layer", f"stable rank ({heatmap_module})")
-grid.figure.suptitle(f"Stable rank of ΔW per layer, {heatmap_module}, final step (the paper's Fig. 1 at each r)\n"
+grid.figure.suptitle(f"[{profile}] Stable rank of ΔW per layer, {heatmap_module}, final step (the paper's Fig. 1 at each r)\n"
                      f"line = mean over {n_seeds} seeds, band = min–max over seeds", y=1.12)
 save_figure(grid.figure, layer_frame, "01_stable_rank_per_layer", figures_dir)
 plt.show()
@@ -219,7 +220,7 @@ plt.show()
 grid = sns.catplot(final_sweep, x="r", y="stable_rank", hue="method", col="module", kind="box", height=2.8,
                    aspect=0.9, fliersize=2, linewidth=0.8)
 grid.set_axis_labels("adapter rank r", "stable rank of ΔW")
-grid.figure.suptitle(f"Distribution of the final stable rank: each box is {n_layers} layers × {n_seeds} seeds\n"
+grid.figure.suptitle(f"[{profile}] Distribution of the final stable rank: each box is {n_layers} layers × {n_seeds} seeds\n"
                      "(box = quartiles, whiskers 1.5 IQR)", y=1.12)
 save_figure(grid.figure, final_sweep, "01_stable_rank_distribution", figures_dir)
 plt.show()
@@ -249,7 +250,7 @@ if len(at_rank):
     ax.axhline(panel_rank, ls="--", color="grey", lw=1, label=f"sr = r = {panel_rank}")
     ax.plot([], [], "X", color="black", label="step 0 (median)")
     ax.set(xlabel="", ylabel="stable rank of ΔW",
-           title=f"All methods at r = {panel_rank}, seed {seeds[0]}: boxes = final step, {n_layers} layers each; "
+           title=f"[{profile}] All methods at r = {panel_rank}, seed {seeds[0]}: boxes = final step, {n_layers} layers each; "
                  f"× = median at step 0\n(0 for a zero-initialised ΔW; StelLA starts at sr = r: S = I)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     save_figure(fig, at_rank, "01_stable_rank_methods", figures_dir)
@@ -279,7 +280,7 @@ for ax, (_, method, r, seed) in zip(axes.flat, heatmap_runs):
     ordered = distances.ordered
     heat_rows += [{"method": method, "r": r, "seed": seed, "i": i, "j": j, "distance": round(float(ordered[i, j]), 3)}
                   for i in range(len(ordered)) for j in range(len(ordered))]
-fig.suptitle(f"{heatmap_module}, layer {layer}, seed {seeds[0]}: distances between {len(ordered)} sampled "
+fig.suptitle(f"[{profile}] {heatmap_module}, layer {layer}, seed {seeds[0]}: distances between {len(ordered)} sampled "
              "normalised rows of ΔW", y=1.02)
 fig.tight_layout()
 save_figure(fig, pd.DataFrame(heat_rows), "01_direction_heatmaps", figures_dir)

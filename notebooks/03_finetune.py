@@ -122,6 +122,7 @@ figures_dir = Path(figures_dir)
 figures_dir.mkdir(parents=True, exist_ok=True)
 
 baseline = "lora"  # every method is compared with LoRA on the same questions
+profile = f"{sweep} sweep" if isinstance(sweep, str) else "custom sweep"  # named on every figure
 sweep = get_sweep(sweep)
 model, loss_on = sweep.training["model"], sweep.training["loss_on"]
 tasks = list(dict.fromkeys(sweep.comparison.tasks + sweep.others.tasks))
@@ -291,7 +292,7 @@ for (acc_ax, sr_ax), task in zip(axes, tasks):
     if "toplora" in all_methods:
         sr_ax.text(0.02, all_methods.index("toplora"), " TopLoRA: token-dependent ΔW, no stable rank",
                    transform=sr_ax.get_yaxis_transform(), va="center", fontsize=8, color="grey")
-fig.suptitle(f"{model}: n = {', '.join(str(len(test_sets[t])) for t in tasks)} test questions per run; "
+fig.suptitle(f"[{profile}] {model}: n = {', '.join(str(len(test_sets[t])) for t in tasks)} test questions per run; "
              f"{len(seeds)} seed(s) for {', '.join(methods)}"
              + (f", {len(other_seeds)} for the others" if other_methods else "")
              + f"; r = {', '.join(map(str, ranks))}", y=1.0)
@@ -341,7 +342,7 @@ for row_axes, task in zip(axes, tasks):
         ax.set_title(f"{get_task(task).title}, r = {r}", fontsize=10)
         ax.set_xlabel(f"accuracy − {baseline}'s, points")
 axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-fig.suptitle(f"{model}: paired difference to {baseline} on the same questions, 95 % CI", y=1.0)
+fig.suptitle(f"[{profile}] {model}: paired difference to {baseline} on the same questions, 95 % CI", y=1.0)
 fig.tight_layout()
 save_figure(fig, paired.merge(paper[["r", "task", "method", f"paper Δ vs {baseline}"]], on=keys, how="left"),
             "03_paired_vs_lora", figures_dir)
@@ -377,7 +378,7 @@ loss_frame = loss_curves(run_dirs, window=loss_window)
 grid = sns.relplot(loss_frame, x="step", y="smoothed loss", hue="method", hue_order=all_methods, col="task",
                    row="r" if len(ranks) > 1 else None, kind="line", errorbar=None, height=3.2, aspect=1.5)
 grid.set_axis_labels("step", f"training loss (moving mean of {loss_window} steps)")
-grid.figure.suptitle("Training loss, mean over seeds: the same steps and batches for every method", y=1.05)
+grid.figure.suptitle(f"[{profile}] Training loss, mean over seeds: the same steps and batches for every method", y=1.05)
 save_figure(grid.figure, loss_frame, "03_training_loss", figures_dir)
 plt.show()
 
