@@ -1,6 +1,7 @@
 """Adding a method is one module and one registry line: the toy method of ``toy_method.py`` goes
-through prepare, make_optimizer, train, the finetune CLI, adapter_stable_ranks and the layer checks
-with nothing else written for it."""
+through prepare, make_optimizer, train, the finetune CLI, adapter_stable_ranks and the conformance
+matrix's generic checks, with nothing else written for it."""
+import inspect
 import json
 
 import pytest
@@ -13,6 +14,7 @@ from polar_lib.models import load_model
 from polar_lib.stable_rank import adapter_stable_ranks, stable_rank
 from polar_lib.train import RunConfig, load_run, load_trained, train
 
+from . import test_conformance as conformance  # imported before the toy is registered (its tables read METHODS)
 from .toy_method import ToyConfig, ToyLinear
 
 TARGETS = ["q_proj", "v_proj"]
@@ -76,3 +78,14 @@ def test_the_finetune_cli_accepts_it(toy, tmp_path, capsys):
                    "--save-steps", "2", "--runs-dir", str(tmp_path), "--no-progress"])
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith("arc_easy-toy-r2")]
     assert load_run(run_dir)[1]["steps"] == 2
+
+
+@pytest.mark.parametrize("check", ["test_merge_unmerge_safe_merge", "test_several_adapters",
+                                   "test_gradient_checkpointing_gives_the_same_gradients",
+                                   "test_save_without_embedding_layers_then_from_pretrained",
+                                   "test_save_as_lora_is_exact_or_refused"])
+def test_the_conformance_checks_pass(toy, check, tmp_path):
+    """The conformance matrix's generic checks, run on a toy row (they build it through the registry)."""
+    run = getattr(conformance, check)
+    row = conformance.case(toy, conformance.ATTN, 4)
+    run(row, tmp_path) if "tmp_path" in inspect.signature(run).parameters else run(row)
