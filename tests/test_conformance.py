@@ -537,11 +537,11 @@ def conversion_param(c):
             "PEFT bug (peft 0.21 convert_to_lora): a DoRA layer reports supports_lora_conversion() = True, but the "
             "conversion factorises get_delta_weight = s·BA and drops the magnitude vector m/‖W0 + sBA‖: the LoRA it "
             "writes gives other logits (off by O(1) of their scale), at any rank")))
-    if c.kwargs.get("lora_bias") and c.method != "toplora":
+    if c.kwargs.get("lora_bias") and c.method not in ("toplora", "polar", "stella"):
         return pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=(
             "PEFT bug (peft 0.21 convert_to_lora): its bias check reads config.bias, not lora_bias, so lora_B.bias "
-            "is silently dropped (logits off by O(1)) — for LoRA and for our CoreLinear layers, whose "
-            "variant inherits supports_lora_conversion() = True; polar_lib.export --to lora keeps the bias")))
+            "is silently dropped (logits off by O(1)) for LoRA; our CoreLinear layers refuse instead, and "
+            "polar_lib.export --to lora keeps the bias")))
     return c
 
 
@@ -554,6 +554,10 @@ def test_save_as_lora_is_exact_or_refused(c, tmp_path):
         with pytest.raises(ValueError, match=r"TopLoRA cannot be converted to plain LoRA \(save_as_lora\): .* depends on the token"):
             save_as_lora(tmp_path / "lora", model, rank=c.r)
         assert not list((tmp_path / "lora").iterdir())  # PEFT makes the folder first; nothing is written in it
+        return
+    if c.kwargs.get("lora_bias") and c.method in ("polar", "stella"):  # refused: PEFT would drop lora_B.bias
+        with pytest.raises(ValueError, match=r"lora_bias=True cannot be converted by save_as_lora"):
+            save_as_lora(tmp_path / "lora", model, rank=c.r)
         return
     save_as_lora(tmp_path / "lora", model, rank=c.r)  # rank r: ΔW = s·BCA has rank ≤ r, so the SVD keeps all of it
     assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["peft_type"] == "LORA"

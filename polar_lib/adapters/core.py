@@ -90,6 +90,14 @@ class CoreLinear(Linear):
     def resolve_lora_variant(self, *, config, **kwargs):
         return CoreVariant()
 
+    def supports_lora_conversion(self, adapter_name: str = "default") -> bool:
+        """PEFT's ``save_as_lora`` hook: refuse an adapter with ``lora_bias`` (PEFT 0.21's conversion reads
+        ``config.bias`` and would silently drop ``lora_B.bias``); ``polar_lib.export --to lora`` keeps it."""
+        if self.lora_B[adapter_name].bias is not None:
+            raise ValueError(f"{self.method} with lora_bias=True cannot be converted by save_as_lora (PEFT's "
+                             "conversion drops lora_B.bias); use python -m polar_lib.export --to lora instead")
+        return True
+
     def core_matrix(self, adapter: str) -> torch.Tensor:
         """C as an r×r matrix."""
         weight = self.lora_S[adapter].weight
