@@ -5,8 +5,8 @@ target)`` then writes those outputs into the committed ``notebooks/<name>.ipynb`
 Colab and Binder show the figures without a run. The cells stay the source's (the parameters cell
 keeps the CI defaults that nbval runs, so the .py and .ipynb stay a jupytext pair; papermill's
 injected-parameters cell is dropped — the profile file names its values), and what depends on the
-machine is removed: execution counts, timings, papermill's metadata, and the paths of the checkout,
-the home directory, the temporary directory and the Python prefix.
+machine is removed: timings, papermill's metadata and the paths of the checkout, the home
+directory, the temporary directory and the Python prefix; execution counts are renumbered 1, 2, ...
 """
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ def scrub(text: str, roots: list[str]) -> str:
     return text
 
 
-def _clean_output(output, roots: list[str]):
-    output.pop("execution_count", None)
+def _clean_output(output, roots: list[str], count: int):
+    if "execution_count" in output:
+        output["execution_count"] = count
     output.get("metadata", {}).pop("papermill", None)
     if "text" in output:
         output["text"] = scrub(output["text"], roots)
@@ -52,9 +53,9 @@ def publish(executed: str | Path, target: str | Path, checkout: str | Path | Non
     code = [c for c in source.cells if c.cell_type == "code"]
     if [c.source for c in ran] != [c.source for c in code]:
         raise ValueError(f"{executed} is not a run of {target}'s current code cells; run make figures again")
-    for cell, done in zip(code, ran):
-        cell.outputs = [_clean_output(output, roots) for output in done.outputs]
-        cell.execution_count = None
+    for count, (cell, done) in enumerate(zip(code, ran), start=1):
+        cell.outputs = [_clean_output(output, roots, count) for output in done.outputs]
+        cell.execution_count = count  # in order, as a clean top-to-bottom run numbers them (nbval wants one)
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
     source.metadata.pop("papermill", None)

@@ -33,7 +33,8 @@ def test_outputs_are_copied_cell_by_cell_without_machine_details(tmp_path):
     assert [c.source for c in result.cells] == ["# title", "x = 1", "print(x)"]  # the source's cells, no injection
     last = result.cells[2]
     assert last.outputs[0]["text"] == "2 from …/runs/a\n"
-    assert last.execution_count is None and "papermill" not in last.metadata
+    assert last.execution_count == 2 and "papermill" not in last.metadata  # renumbered in order
+    nbformat.validate(result)
 
 
 def test_a_stale_executed_notebook_is_refused(tmp_path):
