@@ -304,13 +304,17 @@ def base_weights(layers):
     return [layer.get_base_layer().weight.detach().clone() for layer in layers]
 
 
+def built_for_merge(c):
+    """The case's model, its adapted layers, their base weights W0 and the unmerged logits."""
+    model = build(c)
+    layers = adapted_layers(model)
+    return model, layers, base_weights(layers), logits(model)
+
+
 @pytest.mark.parametrize("c", CASES + HALF_CASES, ids=ids)
 @pytest.mark.filterwarnings("ignore:`lora_bias=True` was passed")
 def test_merge_unmerge_safe_merge(c):
-    model = build(c)
-    layers = adapted_layers(model)
-    W0 = base_weights(layers)
-    unmerged = logits(model)
+    model, layers, W0, unmerged = built_for_merge(c)
     with model.disable_adapter():
         assert torch.equal(logits(model), _base_logits(c.dtype))  # the base model's own computation
     # the adapter matters: a merge that dropped it (or doubled it) would be seen (measured ≥ 0.25 of the scale)
@@ -390,10 +394,7 @@ BIAS_ROWS = [c for c in CASES if c.kwargs.get("lora_bias")]
                         "and active (ΔW counted twice); safe_merge=True is clean")) for c in BIAS_ROWS], ids=ids)
 @pytest.mark.filterwarnings("ignore:`lora_bias=True` was passed")
 def test_refused_unsafe_merge_changes_nothing(c):
-    model = build(c)
-    layers = adapted_layers(model)
-    W0 = base_weights(layers)
-    unmerged = logits(model)
+    model, layers, W0, unmerged = built_for_merge(c)
     with pytest.raises((ValueError, RuntimeError)):
         model.merge_adapter()
     assert all(torch.equal(layer.get_base_layer().weight, w) for layer, w in zip(layers, W0))
