@@ -3,7 +3,15 @@
 St(n, r) = {Z ∈ R^{n×r} : ZᵀZ = I_r}, Z tall (n ≥ r). Everything here costs O(n r²) time and
 O(n r) memory: no n×n matrix is ever formed, except in ``dense_landing_field``, the original's
 form kept as the reference the tests and the benchmark compare against. Wide factors (PEFT's ``lora_A``, r×n) are passed
-through their transpose.
+through their transpose. Every map takes a batch (…, n, r) as well as one matrix.
+
+**Metrics.** Two metrics on the tangent space T_Z St = {Δ : ZᵀΔ + ΔᵀZ = 0} are in use, and each map
+below says which one it belongs to (Edelman, Arias & Smith, SIAM J. Matrix Anal. Appl. 1998, §2):
+
+- *embedded* (Euclidean): ⟨Δ₁, Δ₂⟩_e = tr(Δ₁ᵀ Δ₂), the metric of R^{n×r} restricted to T_Z St;
+- *canonical*: ⟨Δ₁, Δ₂⟩_c = tr(Δ₁ᵀ (I − ½ Z Zᵀ) Δ₂), the quotient metric of the orthogonal group.
+
+The retractions (polar, QR) need no metric; the exp map is the canonical metric's geodesic.
 
 References: landing (Ablin & Peyré, AISTATS 2022; Ablin, Vary, Gao & Absil, 2024), as used by
 PoLAR (arXiv 2506.03133, Algorithm 2); Riemannian conversion and polar retraction as in StelLA
@@ -24,10 +32,12 @@ __all__ = [
     "dense_landing_field",
     "polar_retraction",
     "qr_retraction",
+    "exp_map_retraction",
     "random_stiefel",
 ]
 
 LANDING_FIELDS = ("landing", "euclidean")
+SVD_DRIVERS = (None, "gesvd", "gesvdj", "gesvda")  # torch.linalg.svd's ``driver``: None, or a cuSOLVER one
 
 
 def sym(M: torch.Tensor) -> torch.Tensor:
@@ -46,8 +56,9 @@ def orthogonality_error(Z: torch.Tensor) -> torch.Tensor:
 
 
 def riemannian_gradient(Z: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-    """Riemannian gradient under the canonical metric on St(n, r): G − Z Gᵀ Z.
+    """Riemannian gradient in the **canonical** metric on St(n, r): G − Z Gᵀ Z (Edelman et al. 1998, eq. 2.53).
 
+    (The embedded metric's would be ``project_tangent(Z, G)`` = G − Z sym(ZᵀG).)
     Equals the tangent term (G Zᵀ − Z Gᵀ) Z of the landing field when ZᵀZ = I. StelLA's gradient
     conversion (its step 1) is this map.
     """
@@ -55,7 +66,7 @@ def riemannian_gradient(Z: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
 
 
 def project_tangent(Z: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """Orthogonal projection onto the tangent space at Z in the embedded metric: D − Z sym(ZᵀD).
+    """Orthogonal projection onto T_Z St in the **embedded** metric: D − Z sym(ZᵀD).
 
     The result Δ satisfies ZᵀΔ + ΔᵀZ = 0 whenever ZᵀZ = I.
     """
@@ -73,7 +84,8 @@ def landing_field(
     the cost is the number of calls, so a batch of same-shape factors costs about one. This is the
     field of the PoLAR code (no factor ½ on the skew term; ``landing_lambda`` is its λ).
     ``field="euclidean"`` is the paper's ablation G + λ Z (ZᵀZ − I), the gradient of
-    L + (λ/4)‖ZᵀZ − I‖_F².
+    L + (λ/4)‖ZᵀZ − I‖_F². Metric: on St the tangent term is the **canonical** Riemannian gradient
+    (``riemannian_gradient``); the normal term is the **embedded** (Euclidean) gradient of the penalty.
     """
     if landing_lambda < 0:
         raise ValueError(f"landing_lambda must be >= 0, got {landing_lambda!r}")
@@ -96,22 +108,49 @@ def dense_landing_field(Z: torch.Tensor, G: torch.Tensor, landing_lambda: float)
     return (G @ Z.mT - Z @ G.mT) @ Z + landing_lambda * Z @ (Z.mT @ Z - _eye_like(Z.mT @ Z))
 
 
-def polar_retraction(Y: torch.Tensor) -> torch.Tensor:
+def polar_retraction(Y: torch.Tensor, svd_driver: str | None = None) -> torch.Tensor:
     """The polar factor of a tall Y (n×r): P Qᵀ from the thin SVD Y = P Σ Qᵀ, i.e. Y (YᵀY)^{-1/2}.
 
-    Computed in at least fp32 with the default SVD driver, so it runs on CPU and GPU alike.
+    No metric: it is the point of St nearest to Y in the Frobenius norm, and X ↦ polar(X + Δ) is a
+    retraction (StelLA's). Computed in at least fp32 (the SVD has no bf16 kernel). ``svd_driver``
+    (one of ``SVD_DRIVERS``) is used for CUDA tensors only — the default driver runs elsewhere; where
+    it returns a non-finite factor (``"gesvda"`` does for a zero matrix, pytorch#136085) the default
+    driver's factor is taken, per matrix, by ``torch.where`` (no host sync, so a cuSOLVER driver
+    costs a second SVD: it reproduces the original's numerics, it does not save time).
     """
+    check_choice("svd_driver", svd_driver, SVD_DRIVERS)
     work = Y if Y.dtype in (torch.float32, torch.float64) else Y.float()
     P, _, Qh = torch.linalg.svd(work, full_matrices=False)
-    return (P @ Qh).to(Y.dtype)
+    result = P @ Qh
+    if svd_driver is not None and work.device.type == "cuda":
+        P, _, Qh = torch.linalg.svd(work, full_matrices=False, driver=svd_driver)
+        driven = P @ Qh
+        result = torch.where(torch.isfinite(driven).all(dim=(-2, -1), keepdim=True), driven, result)
+    return result.to(Y.dtype)
 
 
 def qr_retraction(Y: torch.Tensor) -> torch.Tensor:
-    """Q factor of the thin QR of a tall Y with signs fixed so that diag(R) > 0 (unique, smooth)."""
+    """Q factor of the thin QR of a tall Y with signs fixed so that diag(R) > 0 (unique, smooth).
+
+    No metric: X ↦ qr(X + Δ) is a first-order retraction."""
     Q, R = torch.linalg.qr(Y)
     signs = torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
     return Q * signs.unsqueeze(-2)
+
+
+def exp_map_retraction(X: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """The **canonical**-metric geodesic from X (n×r, on St) along the tangent D, at time 1.
+
+    With the thin QR D − X XᵀD = Q R: X ← [X Q] · expm([[XᵀD, −Rᵀ], [R, 0]])[:, :r] (Edelman, Arias &
+    Smith 1998, eq. 2.45). D must be tangent (XᵀD skew), e.g. from ``project_tangent``.
+    """
+    A = X.mT @ D
+    Q, R = torch.linalg.qr(D - X @ A)
+    top = torch.cat([A, -R.mT], dim=-1)
+    bottom = torch.cat([R, torch.zeros_like(R)], dim=-1)
+    E = torch.linalg.matrix_exp(torch.cat([top, bottom], dim=-2))
+    return torch.cat([X, Q], dim=-1) @ E[..., :, : X.shape[-1]]
 
 
 def random_stiefel(n: int, r: int, *, generator: torch.Generator | None = None, dtype=torch.float64) -> torch.Tensor:

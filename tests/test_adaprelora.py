@@ -186,7 +186,7 @@ def test_sgd_step_moves_factors_by_minus_lr_times_closed_form(batch, clip_thresh
 
 def test_state_is_m_plus_n_plus_1_per_layer_beyond_adam(batch):
     model = lora_model()
-    optimizer = create_adaprelora_optimizer(model)
+    optimizer = create_adaprelora_optimizer(model, lr=1e-3)
     assert optimizer.defaults["betas"] == (0.9, 0.999) and optimizer.defaults["eps"] == 1e-8
     assert all(group["weight_decay"] == 0.0 for group in optimizer.param_groups)
     for _ in range(2):
@@ -248,7 +248,7 @@ def test_step_is_independent_of_the_lora_scale(batch):
 
 def test_lora_init_with_zero_B_moves_only_B_first(batch):
     model = lora_model(init_lora_weights=True)
-    optimizer = create_adaprelora_optimizer(model)
+    optimizer = create_adaprelora_optimizer(model, lr=1e-3)
     backward(model, batch)
     pairs = lora_factor_pairs(model)
     A_before = [pair.A.detach().clone() for pair in pairs]
@@ -281,14 +281,14 @@ def test_state_dict_round_trip_resumes(tmp_path, batch):
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
     other = create_adaprelora_optimizer(resumed.base_model, lr=1e-2)  # other module names
-    with pytest.raises(ValueError, match="does not match this model's LoRA layers"):
+    with pytest.raises(ValueError, match="AdaPreLoRA state does not match this model's layers"):
         other.load_state_dict(optimizer.state_dict())
 
 
 def test_exact_statistics_capture_the_full_gradient(batch):
     model = lora_model(F64)
     optimizer = create_adaprelora_optimizer(model, lr=0.01, variant="sgd", exact_statistics=True)
-    pairs = optimizer.adaprelora_pairs  # they hold the captured G
+    pairs = optimizer.hooks.pairs  # they hold the captured G
     backward(model, batch)
     backward(model, batch.flip(0))  # two micro-batches: G sums before squaring
     expected = []
@@ -306,18 +306,18 @@ def test_exact_statistics_capture_the_full_gradient(batch):
         assert pair.exact_G is None
         torch.testing.assert_close(optimizer.state[pair.key]["rho"], rho, atol=1e-12, rtol=1e-9)
         torch.testing.assert_close(optimizer.state[pair.key]["kappa"], colsum, atol=1e-12, rtol=1e-9)
-    optimizer.remove_hooks()
+    optimizer.hooks.remove_hooks()
 
 
 def test_errors():
     with pytest.raises(ValueError, match="found no trainable LoRA layer"):
-        create_adaprelora_optimizer(nn.Sequential(nn.Linear(4, 4)))
+        create_adaprelora_optimizer(nn.Sequential(nn.Linear(4, 4)), lr=1e-3)
     model = lora_model()
     with pytest.raises(ValueError, match="variant must be one of .*got 'adam'"):
-        create_adaprelora_optimizer(model, variant="adam")
+        create_adaprelora_optimizer(model, lr=1e-3, variant="adam")
     with pytest.raises(ValueError, match="beta1 is for variant='sgd'"):
-        create_adaprelora_optimizer(model, beta1=0.9)
+        create_adaprelora_optimizer(model, lr=1e-3, beta1=0.9)
     with pytest.raises(ValueError, match="damping must be >= 0, got -1"):
-        create_adaprelora_optimizer(model, damping=-1)
+        create_adaprelora_optimizer(model, lr=1e-3, damping=-1)
     with pytest.raises(ValueError, match="needs a closure"):
-        create_adaprelora_optimizer(model, optimizer_cls=torch.optim.LBFGS)
+        create_adaprelora_optimizer(model, torch.optim.LBFGS, lr=1e-3)

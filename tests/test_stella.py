@@ -7,9 +7,9 @@ from peft import get_peft_model
 from torch import nn
 
 from polar_lib.adapters.stella import StellaConfig, StellaLinear
-from polar_lib.geometry import orthogonality_error, polar_retraction, project_tangent, random_stiefel
+from polar_lib.geometry import exp_map_retraction, orthogonality_error, polar_retraction, project_tangent, random_stiefel
 from polar_lib.models import load_model
-from polar_lib.optim.stella import create_stella_optimizer, exp_map_retraction
+from polar_lib.optim.stella import create_stella_optimizer
 
 TARGETS = ["q_proj", "v_proj", "down_proj"]  # U/V rows 64, 32 (k/v heads), 64/128: every grad-scaling case
 # orthogonal_ (Householder QR in fp32) of n ≤ 128 rows, r = 4: ‖QᵀQ − I‖_F ≲ n·r·EPS32/2 ≈ 3e-5 (measured ≤ 5.2e-7)

@@ -1,18 +1,34 @@
-"""The shape every optimizer wrapper here shares: any torch optimizer, with hooks around ``step()``.
+"""The one shape every optimizer here shares: any torch optimizer class, with a method's hooks around ``step()``.
 
-``wrap_optimizer`` returns an instance of a subclass of the given optimizer class whose ``step()``
-runs ``before_step`` (rewrite gradients), the base step, then ``after_step`` (e.g. a retraction),
-all under ``no_grad``. Trainer's gradient clipping and ``GradScaler``'s unscaling happen before
-``step()`` is called, so the hooks see the final, clipped, unscaled gradient of the real step.
-The pattern is the one of ``peft.optimizers.create_riemannian_optimizer``.
+``hooked_class(hooks_cls, optimizer_cls)`` is the subclass of ``optimizer_cls`` whose ``step()`` is
+
+    closure (under grad) → hooks.before_step (rewrite gradients) → the base step → hooks.after_step
+    (e.g. a retraction), both hooks under ``no_grad``;
+
+it is created once per (hooks class, optimizer class) and cached, so ``type(a) is type(b)`` for two
+optimizers of one method, ``isinstance(optimizer, optimizer_cls)`` holds, and instances pickle and
+deep-copy (with their hooks) by reference to the two classes. Trainer's gradient clipping and
+``GradScaler``'s unscaling happen before ``step()`` is called, so the hooks see the final, clipped,
+unscaled gradient of the real step — the pattern of ``peft.optimizers.create_riemannian_optimizer``.
+
+A method keeps state of its own under string keys ``f"{hooks.state_prefix}..."`` of the optimizer's
+``state``; torch's ``state_dict``/``load_state_dict`` carry such keys unchanged, and ``load_state_dict``
+refuses a saved set of keys that is not the hooks' own (another model).
+
+Factors of one shape, dtype and device are stepped together: ``groups`` collects them, the hooks
+stack each group into one (k, …) batch, compute once with batched kernels and write back with
+``torch._foreach_*``. ``optimizer.batched = False`` makes every group a single factor: the per-layer
+reference the tests compare against, and the benchmark's baseline.
 """
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Iterable
+from typing import Callable, Hashable, Iterable, Sequence, TypeVar
 
 import torch
 from torch import nn
+
+T = TypeVar("T")
 
 
 def split_param_groups(model: nn.Module, factors: Iterable[nn.Parameter], weight_decay: float,
@@ -38,32 +54,117 @@ def check_optimizer_class(optimizer_cls) -> None:
                          "loss); use an optimizer whose step() takes an optional closure (SGD, Adam, AdamW, ...)")
 
 
-def hooked_step(base_step: Callable[[], object], closure=None, before_step: Callable[[], None] | None = None,
-                after_step: Callable[[], None] | None = None):
-    """closure (with grad) → ``before_step`` → ``base_step()`` → ``after_step``, hooks under ``no_grad``;
-    returns the closure's loss."""
-    loss = None
-    if closure is not None:
-        with torch.enable_grad():
-            loss = closure()
-    with torch.no_grad():
-        if before_step is not None:
-            before_step()
-    base_step()
-    with torch.no_grad():
-        if after_step is not None:
-            after_step()
-    return loss
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the hooks compute in: fp32, or fp64 for fp64 weights."""
+    return torch.promote_types(dtype, torch.float32)
 
 
-def wrap_optimizer(optimizer_cls: type[torch.optim.Optimizer], param_groups, *, name: str,
-                   before_step: Callable[[], None] | None = None, after_step: Callable[[], None] | None = None,
-                   **optimizer_kwargs) -> torch.optim.Optimizer:
-    """An ``optimizer_cls`` instance whose ``step()`` is wrapped by the two hooks."""
-    check_optimizer_class(optimizer_cls)
+def groups(items: Sequence[T], key: Callable[[T], Hashable], batched: bool = True) -> list[list[T]]:
+    """``items`` with equal ``key`` together, in first-seen order; one item per group unless ``batched``."""
+    found: dict = {}
+    for index, item in enumerate(items):
+        found.setdefault(key(item) if batched else index, []).append(item)
+    return list(found.values())
+
+
+def stack_tall(weights: Sequence[torch.Tensor], transposed: Sequence[bool], dtype: torch.dtype) -> torch.Tensor:
+    """(k, n, r) copy, in ``dtype``, of tall factors stored as they are (n×r) or transposed (r×n)."""
+    return torch.stack([w.mT if t else w for w, t in zip(weights, transposed)]).to(dtype)
+
+
+def write_tall(targets: Sequence[torch.Tensor], transposed: Sequence[bool], values: torch.Tensor) -> None:
+    """``targets[i] ← values[i]`` (transposed back where ``transposed[i]``), in one ``_foreach_copy_``."""
+    torch._foreach_copy_(list(targets), [v.mT if t else v for v, t in zip(values.unbind(0), transposed)])
+
+
+class Hooks:
+    """What one method adds to a base optimizer's ``step()``; subclass and override.
+
+    ``name`` prefixes the hooked class's name (``f"{name}{optimizer_cls.__name__}"``, e.g. ``LandingAdamW``).
+    ``state_prefix``: the prefix of the string keys this method keeps in ``optimizer.state`` (None: no
+    state of its own, the ``state_dict`` is the base optimizer's).
+    """
+
+    name = "Hooked"
+    state_prefix: str | None = None
+
+    def before_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called under ``no_grad`` after the closure, before the base step."""
+
+    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called under ``no_grad`` after the base step."""
+
+    def state_keys(self) -> set[str]:
+        """The keys of ``optimizer.state`` this method may write (all start with ``state_prefix``)."""
+        return set()
+
+    def zero_grad(self) -> None:
+        """Called after the base ``zero_grad``."""
+
+
+class HookedOptimizer:
+    """The mixin of ``hooked_class``: ``step()`` around ``self.hooks``; see the module docstring."""
+
+    hooks: Hooks
+    batched = True
 
     def step(self, closure=None):
-        return hooked_step(lambda: optimizer_cls.step(self), closure, before_step, after_step)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        with torch.no_grad():
+            self.hooks.before_step(self)
+        super().step()
+        with torch.no_grad():
+            self.hooks.after_step(self)
+        return loss
 
-    wrapped_cls = type(f"{name}{optimizer_cls.__name__}", (optimizer_cls,), {"step": step, "__module__": __name__})
-    return wrapped_cls(param_groups, **optimizer_kwargs)
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none=set_to_none)
+        self.hooks.zero_grad()
+
+    def load_state_dict(self, state_dict) -> None:
+        super().load_state_dict(state_dict)
+        prefix = self.hooks.state_prefix
+        saved = {k for k in self.state if prefix is not None and isinstance(k, str) and k.startswith(prefix)}
+        ours = self.hooks.state_keys()
+        if saved and saved != ours:
+            missing, unknown = sorted(ours - saved)[:3], sorted(saved - ours)[:3]
+            raise ValueError(f"{self.hooks.name} state does not match this model's layers (e.g. not saved: {missing}, "
+                             f"saved but not in the model: {unknown}); create the optimizer on the same (wrapped) "
+                             "model that was saved")
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "hooks": self.hooks, "batched": self.batched}
+
+    def __reduce_ex__(self, protocol):
+        return _new_hooked, (type(self.hooks), self._base_cls), self.__getstate__()
+
+
+_CLASSES: dict[tuple[type, type], type] = {}
+
+
+def hooked_class(hooks_cls: type[Hooks], optimizer_cls: type[torch.optim.Optimizer]) -> type:
+    """The subclass of ``optimizer_cls`` whose ``step()`` runs ``hooks_cls``'s hooks, cached per pair."""
+    check_optimizer_class(optimizer_cls)
+    key = (hooks_cls, optimizer_cls)
+    if key not in _CLASSES:
+        name = f"{hooks_cls.name}{optimizer_cls.__name__}"
+        _CLASSES[key] = type(name, (HookedOptimizer, optimizer_cls),
+                             {"__module__": __name__, "__qualname__": name, "_base_cls": optimizer_cls})
+    return _CLASSES[key]
+
+
+def _new_hooked(hooks_cls: type[Hooks], optimizer_cls: type[torch.optim.Optimizer]):
+    """An empty instance of ``hooked_class(hooks_cls, optimizer_cls)`` (pickle's constructor)."""
+    cls = hooked_class(hooks_cls, optimizer_cls)
+    return cls.__new__(cls)
+
+
+def hooked_optimizer(hooks: Hooks, optimizer_cls: type[torch.optim.Optimizer], param_groups,
+                     **optimizer_kwargs) -> torch.optim.Optimizer:
+    """An instance of ``hooked_class(type(hooks), optimizer_cls)`` over ``param_groups``, running ``hooks``."""
+    optimizer = hooked_class(type(hooks), optimizer_cls)(param_groups, **optimizer_kwargs)
+    optimizer.hooks = hooks
+    return optimizer

@@ -13,7 +13,7 @@ from torch import nn
 from .._checks import check_choice
 from ..adapters.polar import PolarLinear
 from ..geometry import LANDING_FIELDS, landing_field
-from .base import split_param_groups, wrap_optimizer
+from .base import Hooks, groups, hooked_optimizer, split_param_groups, stack_tall, work_dtype, write_tall
 
 DEFAULT_LANDING_LAMBDA = 5e-3  # the PoLAR scripts' value for LLMs (docs/polar.md, 'Choosing λ')
 
@@ -30,28 +30,38 @@ def polar_factors(model: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter]]:
     return pairs
 
 
-def apply_landing_field(pairs, landing_lambda: float, field: str = "landing") -> None:
-    """Replace, in place and in fp32, B.grad by Λ(B, ∇_B) and A.grad by Λ(Aᵀ, ∇_Aᵀ)ᵀ, for all factors
-    of one shape, dtype and device at once: one batched ``landing_field`` per such group."""
-    groups: dict[tuple, list[torch.Tensor]] = {}
-    for A, B in pairs:
-        for weight, transposed in ((B, False), (A, True)):
-            if weight.grad is not None:
-                groups.setdefault((tuple(weight.shape), weight.dtype, weight.device, transposed), []).append(weight)
-    for (*_, transposed), weights in groups.items():
-        Z = torch.stack([w.detach() for w in weights]).float()
-        G = torch.stack([w.grad for w in weights]).float()
-        if transposed:
-            Z, G = Z.mT, G.mT
-        Lam = landing_field(Z, G, landing_lambda, field=field)
-        torch._foreach_copy_([w.grad for w in weights], list((Lam.mT if transposed else Lam).unbind()))
+def apply_landing_field(pairs, landing_lambda: float, field: str = "landing", batched: bool = True) -> None:
+    """Replace, in place, B.grad by Λ(B, ∇_B) and A.grad by Λ(Aᵀ, ∇_Aᵀ)ᵀ, computed in fp32 (fp64 for
+    fp64 weights): the factors of one tall shape, dtype and device are stacked into one (k, n, r) batch,
+    one batched ``landing_field``, one ``_foreach_copy_`` back (``batched=False``: one factor at a time,
+    the per-layer reference). Factors without a gradient are left alone."""
+    factors = [(w, t) for A, B in pairs for w, t in ((B, False), (A, True)) if w.grad is not None]
+    key = lambda f: (f[0].shape[::-1] if f[1] else f[0].shape, f[0].dtype, f[0].device)
+    for group in groups(factors, key, batched):
+        weights, transposed = [w for w, _ in group], [t for _, t in group]
+        dtype = work_dtype(weights[0].dtype)
+        Z = stack_tall([w.detach() for w in weights], transposed, dtype)
+        G = stack_tall([w.grad for w in weights], transposed, dtype)
+        write_tall([w.grad for w in weights], transposed, landing_field(Z, G, landing_lambda, field=field))
+
+
+class LandingHooks(Hooks):
+    """PoLAR's rewrite before the base step: every factor's gradient becomes its landing field."""
+
+    name = "Landing"
+
+    def __init__(self, pairs, landing_lambda: float, field: str):
+        self.pairs, self.landing_lambda, self.field = pairs, landing_lambda, field
+
+    def before_step(self, optimizer) -> None:
+        apply_landing_field(self.pairs, self.landing_lambda, self.field, optimizer.batched)
 
 
 def create_landing_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.Optimizer] = torch.optim.AdamW, *,
                              lr: float, landing_lambda: float = DEFAULT_LANDING_LAMBDA, field: str = "landing",
                              weight_decay: float = 0.0, decay_factors: bool = False,
                              **optimizer_kwargs) -> torch.optim.Optimizer:
-    """An ``optimizer_cls`` that steps PoLAR factors along the landing field.
+    """An ``optimizer_cls`` (subclass ``Landing<optimizer_cls>``) that steps PoLAR factors along the landing field.
 
     Parameters
     ----------
@@ -71,6 +81,6 @@ def create_landing_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.O
     if not pairs:
         raise ValueError("create_landing_optimizer found no trainable PoLAR layer in the model; "
                          "wrap it with get_peft_model(model, PolarConfig(...)) first")
-    groups = split_param_groups(model, [p for pair in pairs for p in pair], weight_decay, decay_factors)
-    return wrap_optimizer(optimizer_cls, groups, name="Landing", lr=lr,
-                          before_step=lambda: apply_landing_field(pairs, landing_lambda, field), **optimizer_kwargs)
+    param_groups = split_param_groups(model, [p for pair in pairs for p in pair], weight_decay, decay_factors)
+    return hooked_optimizer(LandingHooks(pairs, landing_lambda, field), optimizer_cls, param_groups, lr=lr,
+                            **optimizer_kwargs)

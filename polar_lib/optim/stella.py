@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import defaultdict
 
 import torch
 from torch import nn
 
 from .._checks import check_choice
 from ..adapters.stella import StellaLinear
-from ..geometry import polar_retraction, project_tangent, riemannian_gradient
-from .base import split_param_groups, wrap_optimizer
+from ..geometry import SVD_DRIVERS, exp_map_retraction, polar_retraction, project_tangent, riemannian_gradient
+from .base import Hooks, groups, hooked_optimizer, split_param_groups, stack_tall, work_dtype, write_tall
 
 RETRACTIONS = ("polar", "exp_map")
-SVD_DRIVERS = (None, "gesvd", "gesvdj", "gesvda")
 
 
 def stella_factors(model: nn.Module) -> list[tuple[nn.Parameter, bool]]:
@@ -45,38 +43,6 @@ def stella_factors(model: nn.Module) -> list[tuple[nn.Parameter, bool]]:
                     if weight.requires_grad:
                         factors.append((weight, transposed))
     return factors
-
-
-def exp_map_retraction(X: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """The canonical-metric geodesic from X (n×r, on St) along the tangent D, at time 1.
-
-    With the thin QR D − X XᵀD = Q R: X ← [X Q] · expm([[XᵀD, −Rᵀ], [R, 0]])[:, :r] (Edelman, Arias &
-    Smith 1998, eq. 2.45). D must be tangent (XᵀD skew), e.g. from ``project_tangent``.
-    """
-    A = X.mT @ D
-    Q, R = torch.linalg.qr(D - X @ A)
-    top = torch.cat([A, -R.mT], dim=-1)
-    bottom = torch.cat([R, torch.zeros_like(R)], dim=-1)
-    E = torch.linalg.matrix_exp(torch.cat([top, bottom], dim=-2))
-    return torch.cat([X, Q], dim=-1) @ E[..., :, : X.shape[-1]]
-
-
-def _polar(Y: torch.Tensor, svd_driver: str | None) -> torch.Tensor:
-    """The polar factor of Y; ``svd_driver`` (cuSOLVER only) is used on CUDA tensors, with a fallback to
-    the default driver when it returns non-finite values (gesvda does on a zero matrix, pytorch#136085)."""
-    if svd_driver is None or Y.device.type != "cuda":
-        return polar_retraction(Y)
-    P, _, Qh = torch.linalg.svd(Y, full_matrices=False, driver=svd_driver)
-    result = P @ Qh
-    return result if torch.isfinite(result).all() else polar_retraction(Y)
-
-
-def _work_dtype(weight: torch.Tensor) -> torch.dtype:
-    return torch.float64 if weight.dtype == torch.float64 else torch.float32
-
-
-def _tall(weight: torch.Tensor, transposed: bool, dtype: torch.dtype) -> torch.Tensor:
-    return (weight.T if transposed else weight).to(dtype)
 
 
 def model_hidden_size(model: nn.Module) -> int | None:
@@ -110,54 +76,56 @@ def resolve_grad_scaling(model: nn.Module, grad_scaling) -> float | None:
                      f"got {grad_scaling!r}")
 
 
-class StellaHooks:
-    """The two hooks of one StelLA step. ``cache`` holds, between them only, the factors that had a
-    gradient, grouped by (shape, device, dtype) with their stacked pre-step values X."""
+class StellaHooks(Hooks):
+    """The two hooks of one StelLA step. ``cache`` holds, between them only, the groups of factors that
+    had a gradient (one tall shape, dtype and device each) with their stacked pre-step values X."""
+
+    name = "Stella"
 
     def __init__(self, factors, retraction: str, scaling_size: float | None, svd_driver: str | None):
         self.factors, self.retraction = factors, retraction
         self.scaling_size, self.svd_driver = scaling_size, svd_driver
         self.cache = None
 
-    def before_step(self) -> None:
-        groups = defaultdict(list)
-        for weight, transposed in self.factors:
-            if weight.grad is not None:
-                shape = tuple(weight.shape[::-1] if transposed else weight.shape)
-                groups[(shape, weight.device, _work_dtype(weight))].append((weight, transposed))
+    def before_step(self, optimizer) -> None:
+        """G ← G − X Gᵀ X (canonical metric), X kept: one batched conversion per group."""
+        factors = [(w, t) for w, t in self.factors if w.grad is not None]
+        key = lambda f: (f[0].shape[::-1] if f[1] else f[0].shape, f[0].dtype, f[0].device)
         self.cache = []
-        for (_, _, dtype), members in groups.items():
-            X = torch.stack([_tall(w.detach(), t, dtype) for w, t in members])  # a copy: the step writes in place
-            G = torch.stack([_tall(w.grad, t, dtype) for w, t in members])
-            for (w, t), g in zip(members, riemannian_gradient(X, G).unbind(0)):
-                w.grad.copy_(g.T if t else g)
-            self.cache.append((members, X))
+        for group in groups(factors, key, optimizer.batched):
+            weights, transposed = [w for w, _ in group], [t for _, t in group]
+            X = stack_tall([w.detach() for w in weights], transposed, work_dtype(weights[0].dtype))  # a copy
+            G = stack_tall([w.grad for w in weights], transposed, X.dtype)
+            write_tall([w.grad for w in weights], transposed, riemannian_gradient(X, G))
+            self.cache.append((weights, transposed, X))
 
-    def after_step(self) -> None:
-        for members, X in self.cache:
-            D = torch.stack([_tall(w.detach(), t, X.dtype) for w, t in members]) - X
+    def after_step(self, optimizer) -> None:
+        """Δ = X_new − X, Δ·√(c/h), Δ − X sym(XᵀΔ) (embedded metric), X ← retraction(X, Δ): batched per group."""
+        for weights, transposed, X in self.cache:
+            D = stack_tall([w.detach() for w in weights], transposed, X.dtype) - X
             rows = X.shape[-2]
             if self.scaling_size is not None and rows != self.scaling_size:
                 D = D * math.sqrt(self.scaling_size / rows)
             D = project_tangent(X, D)
-            X_new = exp_map_retraction(X, D) if self.retraction == "exp_map" else _polar(X + D, self.svd_driver)
-            for (w, t), x in zip(members, X_new.unbind(0)):
-                w.copy_(x.T if t else x)
+            X_new = exp_map_retraction(X, D) if self.retraction == "exp_map" else polar_retraction(X + D, self.svd_driver)
+            write_tall(weights, transposed, X_new)
         self.cache = None
 
 
 def create_stella_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.Optimizer] = torch.optim.AdamW, *,
                             lr: float, retraction: str = "polar", grad_scaling="auto", weight_decay: float = 0.0,
                             svd_driver: str | None = None, **optimizer_kwargs) -> torch.optim.Optimizer:
-    """An ``optimizer_cls`` that keeps every StelLA U and V on the Stiefel manifold.
+    """An ``optimizer_cls`` (subclass ``Stella<optimizer_cls>``) that keeps every StelLA U and V on the
+    Stiefel manifold.
 
     Parameters
     ----------
     model : a PEFT model with StelLA adapters (``StellaConfig``).
     optimizer_cls : any torch optimizer whose ``step`` takes an optional closure (default AdamW).
     lr : learning rate (the StelLA Llama-3-8B script: 5e-4).
-    retraction : ``"polar"`` (default; X ← polar factor of X + Δ, by thin SVD) or ``"exp_map"`` (the
-        canonical-metric geodesic, ``exp_map_retraction``).
+    retraction : ``"polar"`` (default; X ← polar factor of X + Δ, by thin SVD,
+        ``geometry.polar_retraction``) or ``"exp_map"`` (the canonical-metric geodesic,
+        ``geometry.exp_map_retraction``).
     grad_scaling : the c of Δ ← Δ·√(c/h), h = rows of the factor. ``"auto"`` (default): c =
         ``model.config.hidden_size`` when there is one, else no scaling (with a warning); ``True``: the
         hidden size, an error without one (the original's ``True``); ``False``: no scaling; a positive
@@ -165,8 +133,8 @@ def create_stella_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.Op
     weight_decay : for S and every other trainable parameter; U and V never decay (decay would pull
         them off the manifold).
     svd_driver : ``None`` (default driver, CPU and GPU) or a cuSOLVER driver (``"gesvda"`` is the
-        original's) used for the polar retraction of CUDA tensors only, falling back to the default
-        driver when it returns non-finite values.
+        original's) used for the polar retraction of CUDA tensors only, falling back, per matrix, to the
+        default driver where it returns non-finite values (``geometry.polar_retraction``).
     optimizer_kwargs : passed to ``optimizer_cls`` (betas, eps, momentum, ...).
 
     The returned optimizer has an attribute ``stella_scaling_size``: the c in use, or None.
@@ -178,8 +146,7 @@ def create_stella_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.Op
         raise ValueError("create_stella_optimizer found no trainable StelLA layer in the model; "
                          "wrap it with get_peft_model(model, StellaConfig(...)) first")
     hooks = StellaHooks(factors, retraction, resolve_grad_scaling(model, grad_scaling), svd_driver)
-    groups = split_param_groups(model, [w for w, _ in factors], weight_decay)
-    optimizer = wrap_optimizer(optimizer_cls, groups, name="Stella", lr=lr, before_step=hooks.before_step,
-                               after_step=hooks.after_step, **optimizer_kwargs)
+    param_groups = split_param_groups(model, [w for w, _ in factors], weight_decay)
+    optimizer = hooked_optimizer(hooks, optimizer_cls, param_groups, lr=lr, **optimizer_kwargs)
     optimizer.stella_scaling_size = hooks.scaling_size
     return optimizer
