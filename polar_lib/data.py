@@ -1,14 +1,19 @@
-"""The commonsense and math benchmarks as repackaged by LLM-Adapters, parsed into plain examples.
+"""The paper's benchmarks, parsed into plain examples: the commonsense and math suites as repackaged by
+LLM-Adapters (local files), and the splits that only the Hugging Face hub has (``polar_lib.hub_data``).
 
 ``load_task(name, split)`` returns a list of
 
-- ``MultipleChoiceExample(question, choices, label)`` for BoolQ, PIQA, SIQA, WinoGrande, ARC-e/c,
-  OpenBookQA and AQuA (whose answer is one of five lettered options), and
-- ``MathExample(question, answer)`` for GSM8K, AddSub, MultiArith, SVAMP and SingleEq;
+- ``MultipleChoiceExample(question, choices, label)`` for BoolQ, PIQA, SIQA, WinoGrande, HellaSwag,
+  ARC-e/c, OpenBookQA and AQuA (whose answer is one of five lettered options),
+- ``MathExample(question, answer)`` for GSM8K, AddSub, MultiArith, SVAMP and SingleEq,
+- ``ClassificationExample(text, text_pair, label)`` for the GLUE tasks, and
+- ``GenerationExample(question, target)`` for MetaMathQA;
 
-the math training mix ``math_train`` holds both. Every record is parsed by one of two functions,
-``parse_multiple_choice`` and ``parse_math``. The tasks, their files, splits and metric conventions
-are listed in ``data/tasks.yaml``; each file's public source and sha256 in ``data/sources.csv``.
+the math training mix ``math_train`` holds the first two. A local file's records are parsed by
+``parse_multiple_choice`` or ``parse_math``, a hub split's by the parser of its hub dataset
+(``polar_lib.hub_data.HUB_PARSERS``). The tasks, their files, hub datasets, splits and metric
+conventions are listed in ``data/tasks.yaml``; each file's public source and sha256 in
+``data/sources.csv``.
 
 Where the data comes from (``data_dir``), in this order: an explicit argument, ``$POLAR_DATA``,
 ``../shared/data`` beside the checkout, else the cache ``<cache_dir()>/data`` (see
@@ -21,7 +26,10 @@ refused with its name and the expected checksum. To train on data edited on purp
 ``POLAR_DATA_VERIFY=0``; the file's checksum (``file_sha256``) is part of every run's identity, so
 an edited file never reuses a run made from the original.
 
-A model sees an example as ``format_prompt(example)`` followed by ``" " + answer_text(example)``:
+Local files and hub splits are read alike, as records of a ``datasets.Dataset`` (a local file through
+``datasets.load_dataset("json", ...)``, its Arrow copy cached in ``datasets_cache()``), then parsed.
+
+A causal LM sees an example as ``format_prompt(example)`` followed by ``" " + answer_text(example)``:
 training targets and evaluation continuations are built from these two functions only.
 """
 from __future__ import annotations
@@ -34,7 +42,8 @@ import os
 import re
 import tempfile
 import urllib.request
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,7 +55,7 @@ from .paths import cache_dir
 _CHECKOUT_REGISTRY = Path(__file__).resolve().parents[1] / "data"
 REGISTRY_DIR = _CHECKOUT_REGISTRY if (_CHECKOUT_REGISTRY / "tasks.yaml").is_file() else Path(__file__).resolve().parent / "registry"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-KINDS = ("multiple_choice", "math", "mixed")
+KINDS = ("multiple_choice", "math", "mixed", "classification", "generation")
 
 # Leading boilerplate of the LLM-Adapters instructions, removed from the question.
 INSTRUCTION_PREFIXES = (
@@ -88,6 +97,27 @@ class MathExample:
 
 
 @dataclass(frozen=True)
+class ClassificationExample:
+    """A GLUE example: one text or a pair; ``label`` a class index, or a similarity score (STS-B)."""
+
+    text: str
+    text_pair: str | None
+    label: int | float
+
+
+@dataclass(frozen=True)
+class GenerationExample:
+    """A prompt and the full text to generate after it (MetaMathQA: the reasoning, then its answer)."""
+
+    question: str
+    target: str
+
+    def __post_init__(self):
+        if not self.question or not self.target:
+            raise DataError(f"a generation example needs a question and a target, got {self.question!r}, {self.target!r}")
+
+
+@dataclass(frozen=True)
 class Task:
     """One entry of ``data/tasks.yaml``."""
 
@@ -96,13 +126,18 @@ class Task:
     kind: str
     files: dict  # split -> path relative to the data directory
     metric: str | None
-    hub: dict | None  # {"path": ..., "name": ...} of lm-eval's stock task, or None
+    hub: dict | None  # {"path": ..., "name": ...}: the hub dataset (lm-eval's stock task's), or None
     lm_eval_task: str | None
     choices: tuple[int, int] | None = None  # (min, max) options per multiple-choice record
+    hub_splits: dict = field(default_factory=dict)  # split -> split of the hub dataset, read from the hub
+    hub_format: str | None = None  # the hub records' format: a key of polar_lib.hub_data.HUB_PARSERS
+    num_labels: int | None = None  # classification: classes (1: a regression score)
+    epochs: int | None = None  # the paper's training epochs, where it sets them per task
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return tuple(self.files)
+        """The local files' splits, then the hub's."""
+        return tuple(self.files) + tuple(split for split in self.hub_splits if split not in self.files)
 
 
 @dataclass(frozen=True)
@@ -128,6 +163,8 @@ def _load_tasks() -> dict[str, Task]:
             raise DataError(f"data/tasks.yaml: task {name!r} has kind {entry['kind']!r}; allowed: {KINDS}")
         if entry.get("choices") is not None:
             entry["choices"] = tuple(entry["choices"])
+        if entry.get("hub_splits") and not (entry.get("hub") and entry.get("hub_format")):
+            raise DataError(f"data/tasks.yaml: task {name!r} has hub_splits but no hub dataset or hub_format")
         tasks[name] = Task(name=name, **entry)
     return tasks
 
@@ -248,12 +285,21 @@ def verify_file(path: Path, relative_path: str) -> None:
                         "POLAR_DATA_VERIFY=0 to use edited data on purpose)")
 
 
+def check_split(name: str, split: str) -> Task:
+    """The registry entry of task ``name``; ``ValueError`` unless it has ``split`` (a file or a hub split)."""
+    task = get_task(name)
+    if split not in task.splits:
+        raise ValueError(f"task {name!r} has no split {split!r}; its splits: {', '.join(task.splits) or 'none'}")
+    return task
+
+
 def task_file(name: str, split: str = "test", data_dir: str | Path | None = None) -> Path:
     """The file holding ``split`` of task ``name`` (downloaded first when the cache is in use), checked
     against its recorded sha256 (``verify_file``)."""
-    task = get_task(name)
+    task = check_split(name, split)
     if split not in task.files:
-        raise ValueError(f"task {name!r} has no split {split!r}; its splits: {', '.join(task.splits)}")
+        raise ValueError(f"task {name!r} reads split {split!r} from the hub dataset {task.hub['path']}, "
+                         "not from a file; see polar_lib.hub_data")
     directory, downloadable = _resolve(data_dir)
     path = directory / task.files[split]
     if not path.is_file():
@@ -356,41 +402,106 @@ def _parse_mixed(record: dict) -> MultipleChoiceExample | MathExample:
 PARSERS = {"multiple_choice": parse_multiple_choice, "math": parse_math, "mixed": _parse_mixed}
 
 
-def load_task(name: str, split: str = "test", data_dir: str | Path | None = None,
-              limit: int | None = None) -> list[MultipleChoiceExample | MathExample]:
-    """The examples of ``split`` of task ``name`` (the first ``limit`` of them when given), in file order.
+def datasets_cache() -> Path:
+    """Where ``datasets`` keeps its Arrow copies of the data: ``$HF_DATASETS_CACHE``, else ``<cache_dir()>/datasets``."""
+    return Path(os.environ.get("HF_DATASETS_CACHE") or cache_dir() / "datasets")
 
-    A missing file raises ``FileNotFoundError``; a malformed record ``DataError`` (a ``ValueError``)
-    naming the file and the record's index.
-    """
-    path = task_file(name, split, data_dir)
+
+@contextmanager
+def quiet_datasets():
+    """``datasets`` without its progress bars (restored after)."""
+    from datasets.utils import disable_progress_bars, enable_progress_bars, are_progress_bars_disabled
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(records, list):
-        raise DataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
-    task = get_task(name)
-    parse = PARSERS[task.kind]
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
+def read_records(path: Path):
+    """The records of a task file, a JSON list of objects, as a ``datasets.Dataset`` (its json builder;
+    the Arrow copy is cached in ``datasets_cache()``, keyed by the file's path and mtime)."""
+    import datasets
+
+    with path.open("rb") as handle:
+        if not handle.read(4096).lstrip().startswith(b"["):
+            raise DataError(f"{path}: expected a JSON list of records")
+    try:
+        with quiet_datasets():
+            return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(datasets_cache()))
+    except datasets.exceptions.DatasetGenerationError as error:
+        raise DataError(f"{path}: not valid JSON ({error.__cause__ or error})") from error
+
+
+def parse_records(task: Task, records, parse, where) -> list:
+    """``parse`` applied to each record, each checked against the task's ``choices`` and ``num_labels``;
+    a ``DataError`` names ``where`` (the file or hub split) and the record's index."""
     examples = []
-    for index, record in enumerate(records[:limit] if limit is not None else records):
+    for index, record in enumerate(records):
         try:
             example = parse(record)
             choices = getattr(example, "choices", None)
             if task.choices and choices is not None and not task.choices[0] <= len(choices) <= task.choices[1]:
-                raise DataError(f"{len(choices)} choices, where task {name!r} has {task.choices[0]} to "
+                raise DataError(f"{len(choices)} choices, where task {task.name!r} has {task.choices[0]} to "
                                 f"{task.choices[1]} (data/tasks.yaml)")
+            if task.num_labels and task.num_labels > 1 and not 0 <= example.label < task.num_labels:
+                raise DataError(f"label {example.label!r} out of range for task {task.name!r}'s {task.num_labels} "
+                                "classes (data/tasks.yaml)")
         except DataError as error:
-            raise DataError(f"{path}: record {index}: {error}") from error
+            raise DataError(f"{where}: record {index}: {error}") from error
         examples.append(example)
     return examples
+
+
+Example = MultipleChoiceExample | MathExample | ClassificationExample | GenerationExample
+
+
+def load_task(name: str, split: str = "test", data_dir: str | Path | None = None, limit: int | None = None,
+              hub_dir: str | Path | None = None) -> list[Example]:
+    """The examples of ``split`` of task ``name`` (the first ``limit`` of them when given), in file order.
+
+    A local file's split is read from ``data_dir`` (see ``data_dir()``); a hub split (``hub_splits`` in
+    data/tasks.yaml) through ``datasets.load_dataset`` from the hub, or from a local copy of the hub
+    dataset under ``hub_dir`` (``polar_lib.hub_data.hub_location``). A missing file raises
+    ``FileNotFoundError``; a malformed record ``DataError`` (a ``ValueError``) naming the file (or
+    hub split) and the record's index.
+    """
+    task = check_split(name, split)
+    if split in task.files:
+        path = task_file(name, split, data_dir)
+        records, parse, where = read_records(path), PARSERS[task.kind], path
+    else:
+        from . import hub_data
+
+        records, parse = hub_data.load_hub_split(name, split, hub_dir), hub_data.hub_parser(task)
+        where = f"{task.hub['path']} ({task.hub['name'] or 'default'}, split {task.hub_splits[split]})"
+    if limit is not None:
+        records = records.select(range(min(limit, len(records))))
+    return parse_records(task, records.to_list(), parse, where)
+
+
+def split_identity(name: str, split: str, data_dir: str | Path | None = None,
+                   hub_dir: str | Path | None = None) -> dict:
+    """What determines the examples of ``split`` of task ``name``, for a run's identity: a file's
+    ``{"file": <path in the data directory>, "sha256": file_sha256}``, or a hub split's
+    ``{"hub": <dataset id>, "name": <config>, "split": <hub split>, "sha256": hub_split_sha256}``."""
+    task = check_split(name, split)
+    if split in task.files:
+        return {"file": task.files[split], "sha256": file_sha256(task_file(name, split, data_dir))}
+    from .hub_data import hub_split_sha256
+
+    return {"hub": task.hub["path"], "name": task.hub["name"], "split": task.hub_splits[split],
+            "sha256": hub_split_sha256(name, split, hub_dir)}
 
 
 # ---------------------------------------------------------------------------------------------
 # What the model sees
 
 
-def format_prompt(example: MultipleChoiceExample | MathExample) -> str:
+def format_prompt(example: MultipleChoiceExample | MathExample | GenerationExample) -> str:
     """The prompt of an example, ``"Question: <question>\\nAnswer:"``; the model continues it with
     ``" " + answer_text(example)`` (or, when scoring a multiple-choice example, ``" " + choice``)."""
     return f"Question: {example.question}\nAnswer:"
@@ -407,8 +518,10 @@ def format_number(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
-def answer_text(example: MultipleChoiceExample | MathExample) -> str:
-    """The correct answer as the model should write it: the right choice's text, or the number."""
+def answer_text(example: MultipleChoiceExample | MathExample | GenerationExample) -> str:
+    """The correct answer as the model should write it: the right choice's text, the number, or the target."""
     if isinstance(example, MultipleChoiceExample):
         return example.choices[example.label]
+    if isinstance(example, GenerationExample):
+        return example.target
     return format_number(example.answer)

@@ -20,7 +20,9 @@ needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"no shared data a
 CHOICES = {"boolq": {2}, "piqa": {2}, "social_iqa": {3}, "winogrande": {2}, "arc_easy": {3, 4, 5},
            "arc_challenge": {3, 4, 5}, "openbookqa": {4}, "aqua": {5}, "math_train": {5}}
 MATH = {"gsm8k", "addsub", "multiarith", "svamp", "singleeq"}
-TASK_SPLITS = [(name, split) for name, task in data.TASKS.items() for split in task.splits]
+GLUE = {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"}
+HUB_ONLY = {"hellaswag", "metamathqa", "hendrycks_math"} | GLUE  # no local file (tests/test_hub_data.py)
+TASK_SPLITS = [(name, split) for name, task in data.TASKS.items() for split in task.files]
 
 AQUA_RECORD = {"instruction": "What is 2 + 3? Answer Choices: (A) 4 (B) 5 (C) 6 (D) 7 (E) 8", "input": "",
                "output": "", "answer": "B"}
@@ -77,16 +79,22 @@ def test_shared_files_match_recorded_checksums():
 
 
 def test_registry():
-    assert set(data.task_names()) == set(CHOICES) | MATH
+    assert set(data.task_names()) == set(CHOICES) | MATH | HUB_ONLY
     assert {name for name, task in data.TASKS.items() if task.metric == "acc_norm"} == {
-        "arc_easy", "arc_challenge", "openbookqa", "piqa"}
+        "arc_easy", "arc_challenge", "openbookqa", "piqa", "hellaswag"}
     assert {data.get_task(name).metric for name in ("boolq", "social_iqa", "winogrande")} == {"acc"}
     assert data.get_task("arc_easy").hub == {"path": "allenai/ai2_arc", "name": "ARC-Easy"}
-    assert data.get_task("piqa").splits == ("test",) and data.get_task("math_train").splits == ("train",)
-    with pytest.raises(ValueError, match="unknown task 'hellaswag'; known tasks: .*arc_easy"):
-        data.get_task("hellaswag")
-    with pytest.raises(ValueError, match="'piqa' has no split 'train'; its splits: test"):
-        data.load_task("piqa", "train")
+    assert data.get_task("piqa").splits == ("test", "train") and data.get_task("piqa").files == {
+        "test": "commonsense/piqa/test.json"}  # train: from the hub
+    assert data.get_task("math_train").splits == ("train",)
+    with pytest.raises(ValueError, match="unknown task 'nope'; known tasks: .*arc_easy"):
+        data.get_task("nope")
+    with pytest.raises(ValueError, match="'piqa' has no split 'validation'; its splits: test, train$"):
+        data.load_task("piqa", "validation")
+    with pytest.raises(ValueError, match="'hendrycks_math' has no split 'test'; its splits: none$"):
+        data.load_task("hendrycks_math")  # scored through lm-eval only
+    with pytest.raises(ValueError, match="task 'piqa' reads split 'train' from the hub dataset baber/piqa, not from a file"):
+        data.task_file("piqa", "train")
 
 
 def test_parsers_on_each_format():
@@ -137,9 +145,25 @@ def test_malformed_record_error_names_file_and_record(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=re.escape(f"{path}: record 2: answer 'solution3'")):
         data.load_task("piqa", data_dir=tmp_path)
     assert len(data.load_task("piqa", data_dir=tmp_path, limit=2)) == 2  # the bad record is never reached
-    path.write_text('{"instruction": ')
+    path.write_text('[{"instruction": ')
     with pytest.raises(DataError, match=re.escape(f"{path}: not valid JSON")):
         data.load_task("piqa", data_dir=tmp_path)
+    path.write_text(json.dumps(PIQA_RECORD))
+    with pytest.raises(DataError, match=re.escape(f"{path}: expected a JSON list of records")):
+        data.load_task("piqa", data_dir=tmp_path)
+
+
+def test_local_files_are_read_through_datasets_into_polar_libs_cache(tmp_path, monkeypatch):
+    """The json builder of ``datasets`` reads a task file into the same examples as ``json.loads``."""
+    monkeypatch.setenv("POLAR_DATA_VERIFY", "0")
+    monkeypatch.setenv("POLAR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_DATASETS_CACHE", raising=False)
+    records = [PIQA_RECORD, dict(PIQA_RECORD, answer="solution2"), dict(PIQA_RECORD, input="context")]
+    path = write_records(tmp_path, "commonsense/piqa/test.json", records)
+    assert data.load_task("piqa", data_dir=tmp_path) == [data.parse_multiple_choice(r) for r in json.loads(path.read_text())]
+    assert list((tmp_path / "cache" / "datasets").rglob("*.arrow"))
+    write_records(tmp_path, "commonsense/piqa/test.json", records[1:])  # edited: read again, not from the cache
+    assert [e.label for e in data.load_task("piqa", data_dir=tmp_path)] == [1, 0]
 
 
 def test_a_record_with_more_choices_than_its_task_allows_raises(tmp_path, monkeypatch):
