@@ -95,3 +95,17 @@ def test_a_batch_of_landing_fields_is_each_one(field):
     batched = landing_field(Z, G, 0.7, field=field)
     assert torch.allclose(batched, torch.stack([landing_field(z, q, 0.7, field=field) for z, q in zip(Z, G)]),
                           atol=1e-12, rtol=0)  # fp64, O(1) entries: the same products in another kernel
+
+
+def test_polar_retraction_svd_driver():
+    """A cuSOLVER driver is used for CUDA tensors only: on the CPU the result is the default driver's; a bad name raises."""
+    Y = torch.randn(2, 20, 4, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(polar_retraction(Y, svd_driver="gesvda"), polar_retraction(Y))  # the same kernel, bit for bit
+    with pytest.raises(ValueError, match=r"svd_driver must be one of \(None, 'gesvd', 'gesvdj', 'gesvda'\), got 'fast'"):
+        polar_retraction(Y, svd_driver="fast")
+    if torch.cuda.is_available():  # gesvda returns NaN for a zero matrix (pytorch#136085): the default driver's factor
+        Z = torch.stack([torch.zeros(20, 4), Y[0]]).cuda()
+        result = polar_retraction(Z, svd_driver="gesvda")
+        assert torch.isfinite(result).all()
+        # fp64 (the fixture's default dtype), κ(Y) ≈ 2: the two drivers agree to ≈ EPS64·κ²·√n ≈ 1e-14
+        assert torch.allclose(result[1], polar_retraction(Z[1:]).squeeze(0), atol=1e-10, rtol=0)
