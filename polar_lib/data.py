@@ -39,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import tempfile
 import urllib.request
 from contextlib import contextmanager
