@@ -45,7 +45,7 @@ NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
 def eval_task_names(online: bool = False) -> tuple[str, ...]:
     """The tasks that can be evaluated: those with a test split (``online``: those with a stock lm-eval task)."""
     return tuple(name for name, task in task_data.TASKS.items()
-                 if (task.lm_eval_task if online else "test" in task.files))
+                 if (task.lm_eval_task if online else "test" in task.files))  # offline: a local test file
 
 
 def check_tasks(tasks: list[str], online: bool = False) -> list[str]:

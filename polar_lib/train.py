@@ -139,15 +139,15 @@ def run_identity(config: RunConfig, data_dir: str | Path | None = None) -> dict:
     - ``resolved``: what the registry fills in — the full PEFT adapter config (α, Θ mode, init, ...)
       and every optimizer setting (lr, weight decay, λ, ...; ``methods.optimizer_settings``);
     - ``versions``: polar_lib's and those of torch, transformers and peft;
-    - ``data``: the training file and its sha256 (``data.file_sha256``).
+    - ``data``: the training split's source and checksum (``data.split_identity``: a file and its sha256, or a
+      hub dataset, config and split and the sha256 of its data files).
 
     Raises (before anything is written) for a task without a training split or a missing data file.
     """
-    task = task_data.get_task(config.task)
-    if "train" not in task.files:
-        with_train = [name for name, t in task_data.TASKS.items() if "train" in t.files]
+    if "train" not in task_data.get_task(config.task).splits:
+        with_train = [name for name, t in task_data.TASKS.items() if "train" in t.splits]
         raise ValueError(f"task {config.task!r} has no train split; tasks with one: {', '.join(with_train)}")
-    train_file = task_data.task_file(config.task, "train", data_dir)
+    data = task_data.split_identity(config.task, "train", data_dir)
     adapter = make_config(config.method, r=config.r, lora_alpha=config.lora_alpha,
                           target_modules=config.target_modules, lora_dropout=config.lora_dropout,
                           **config.peft_options()).to_dict()
@@ -157,7 +157,7 @@ def run_identity(config: RunConfig, data_dir: str | Path | None = None) -> dict:
         "config": config.to_dict(),
         "resolved": {"adapter": adapter, "optimizer": optimizer},
         "versions": {"polar_lib": __version__, **{name: version(name) for name in VERSIONED}},
-        "data": {"file": task.files["train"], "sha256": task_data.file_sha256(train_file)},
+        "data": data,
     })
 
 

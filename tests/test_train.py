@@ -121,8 +121,8 @@ def test_edited_training_record_gives_a_new_run(tmp_path, monkeypatch):
 
 BAD_OPTIONS = [
     (["--model", "gpt5"], "unknown model 'gpt5'"),
-    (["--task", "hellaswag"], "unknown task 'hellaswag'; valid tasks: boolq"),
-    (["--task", "piqa"], "task 'piqa' has no train split; tasks with one: boolq"),
+    (["--task", "nope"], "unknown task 'nope'; valid tasks: boolq"),
+    (["--task", "gsm8k"], "task 'gsm8k' has no train split; tasks with one: boolq"),
     (["--method", "qlora"], "unknown method 'qlora'; known methods: lora"),
     (["--loss-on", "prompt"], "loss_on must be one of ('answer', 'sequence')"),
     (["--scheduler", "foo"], "scheduler must be one of ('linear', 'cosine'"),
