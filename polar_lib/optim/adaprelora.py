@@ -55,7 +55,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from .._checks import check_choice
-from .base import Hooks, check_optimizer_class, groups, hooked_optimizer, split_param_groups, work_dtype
+from .base import Hooks, check_optimizer_class, cpu_bytes, groups, hooked_optimizer, split_param_groups, work_dtype
 
 BETA2_DECAY = -0.8           # β̂₂,t = 1 − t^(−0.8)
 EPS1 = 1e-30                 # ε₁ inside rowsum(G∘G + ε₁)
@@ -250,7 +250,7 @@ class AdaPreLoRAHooks(Hooks):
     def before_step(self, optimizer) -> None:
         active = [pair for pair in self.pairs if pair.A.grad is not None or pair.B.grad is not None]
         key = lambda pair: (pair.A.shape, pair.B.shape, pair.A.dtype, pair.A.device)
-        for group in groups(active, key, optimizer.batched):
+        for group in groups(active, key, optimizer.batched, lambda pair: cpu_bytes(pair.B)):
             self._precondition(optimizer.state, group)
 
     def after_step(self, optimizer) -> None:

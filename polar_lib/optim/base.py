@@ -59,12 +59,31 @@ def work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def groups(items: Sequence[T], key: Callable[[T], Hashable], batched: bool = True) -> list[list[T]]:
-    """``items`` with equal ``key`` together, in first-seen order; one item per group unless ``batched``."""
+CPU_BATCH_BYTES = 1 << 20  # one stacked operand of a CPU batch: about L2-sized (docs/runtime.md, 'Batched steps')
+
+
+def groups(items: Sequence[T], key: Callable[[T], Hashable], batched: bool = True,
+           cpu_bytes: Callable[[T], int] | None = None) -> list[list[T]]:
+    """``items`` with equal ``key`` together, in first-seen order; one item per group unless ``batched``.
+
+    ``cpu_bytes(item)``: the bytes of one item's operand when it lives on the CPU (0 elsewhere); a CPU
+    group is then cut into batches of at most ``CPU_BATCH_BYTES`` per stacked operand, since larger
+    batches fall out of cache and run slower than one matrix at a time (measured, SmolLM2 shapes, r = 32).
+    """
     found: dict = {}
     for index, item in enumerate(items):
         found.setdefault(key(item) if batched else index, []).append(item)
-    return list(found.values())
+    result = []
+    for group in found.values():
+        size = cpu_bytes(group[0]) if cpu_bytes is not None else 0
+        step = max(1, CPU_BATCH_BYTES // size) if size else len(group)
+        result += [group[i:i + step] for i in range(0, len(group), step)]
+    return result
+
+
+def cpu_bytes(weight: torch.Tensor) -> int:
+    """Bytes of ``weight`` in the hooks' work dtype if it lives on the CPU, else 0 (see ``groups``)."""
+    return weight.numel() * work_dtype(weight.dtype).itemsize if weight.device.type == "cpu" else 0
 
 
 def stack_tall(weights: Sequence[torch.Tensor], transposed: Sequence[bool], dtype: torch.dtype) -> torch.Tensor:

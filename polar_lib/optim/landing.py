@@ -13,7 +13,7 @@ from torch import nn
 from .._checks import check_choice
 from ..adapters.polar import PolarLinear
 from ..geometry import LANDING_FIELDS, landing_field
-from .base import Hooks, groups, hooked_optimizer, split_param_groups, stack_tall, work_dtype, write_tall
+from .base import Hooks, cpu_bytes, groups, hooked_optimizer, split_param_groups, stack_tall, work_dtype, write_tall
 
 DEFAULT_LANDING_LAMBDA = 5e-3  # the PoLAR scripts' value for LLMs (docs/polar.md, 'Choosing λ')
 
@@ -37,7 +37,7 @@ def apply_landing_field(pairs, landing_lambda: float, field: str = "landing", ba
     the per-layer reference). Factors without a gradient are left alone."""
     factors = [(w, t) for A, B in pairs for w, t in ((B, False), (A, True)) if w.grad is not None]
     key = lambda f: (f[0].shape[::-1] if f[1] else f[0].shape, f[0].dtype, f[0].device)
-    for group in groups(factors, key, batched):
+    for group in groups(factors, key, batched, lambda f: cpu_bytes(f[0])):
         weights, transposed = [w for w, _ in group], [t for _, t in group]
         dtype = work_dtype(weights[0].dtype)
         Z = stack_tall([w.detach() for w in weights], transposed, dtype)

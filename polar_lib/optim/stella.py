@@ -10,7 +10,8 @@ Around each real ``step()`` (after gradient clipping and unscaling, once per acc
    in the original);
 3. after it: Δ = X_new − X; Δ ← Δ·√(c/h) (grad scaling, h = rows of X, c = the model's hidden
    size); Δ ← Δ − X sym(XᵀΔ) (tangent projection, embedded metric); X ← retraction(X, Δ), by
-   default the polar factor of X + Δ.
+   default the polar factor of X + Δ (from its r×r Gram, ``geometry.gram_polar_retraction``; by
+   SVD with the original's driver when ``svd_driver`` is given).
 
 Steps 1 and 3 run in fp32 (fp64 for fp64 weights) on whatever device the weights live, factors of
 equal shape batched together. X is held only between the two hooks of one ``step()``: the
@@ -26,8 +27,9 @@ from torch import nn
 
 from .._checks import check_choice
 from ..adapters.stella import StellaLinear
-from ..geometry import SVD_DRIVERS, exp_map_retraction, polar_retraction, project_tangent, riemannian_gradient
-from .base import Hooks, groups, hooked_optimizer, split_param_groups, stack_tall, work_dtype, write_tall
+from ..geometry import (SVD_DRIVERS, exp_map_retraction, gram_polar_retraction, polar_retraction, project_tangent,
+                        riemannian_gradient)
+from .base import Hooks, cpu_bytes, groups, hooked_optimizer, split_param_groups, stack_tall, work_dtype, write_tall
 
 RETRACTIONS = ("polar", "exp_map")
 
@@ -92,7 +94,7 @@ class StellaHooks(Hooks):
         factors = [(w, t) for w, t in self.factors if w.grad is not None]
         key = lambda f: (f[0].shape[::-1] if f[1] else f[0].shape, f[0].dtype, f[0].device)
         self.cache = []
-        for group in groups(factors, key, optimizer.batched):
+        for group in groups(factors, key, optimizer.batched, lambda f: cpu_bytes(f[0])):
             weights, transposed = [w for w, _ in group], [t for _, t in group]
             X = stack_tall([w.detach() for w in weights], transposed, work_dtype(weights[0].dtype))  # a copy
             G = stack_tall([w.grad for w in weights], transposed, X.dtype)
@@ -107,7 +109,12 @@ class StellaHooks(Hooks):
             if self.scaling_size is not None and rows != self.scaling_size:
                 D = D * math.sqrt(self.scaling_size / rows)
             D = project_tangent(X, D)
-            X_new = exp_map_retraction(X, D) if self.retraction == "exp_map" else polar_retraction(X + D, self.svd_driver)
+            if self.retraction == "exp_map":
+                X_new = exp_map_retraction(X, D)
+            elif self.svd_driver is None:
+                X_new = gram_polar_retraction(X + D)  # σ(X + Δ) ≥ 1: no SVD needed (and gesdd can fail there)
+            else:
+                X_new = polar_retraction(X + D, self.svd_driver)
             write_tall(weights, transposed, X_new)
         self.cache = None
 
@@ -123,8 +130,9 @@ def create_stella_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.Op
     model : a PEFT model with StelLA adapters (``StellaConfig``).
     optimizer_cls : any torch optimizer whose ``step`` takes an optional closure (default AdamW).
     lr : learning rate (the StelLA Llama-3-8B script: 5e-4).
-    retraction : ``"polar"`` (default; X ← polar factor of X + Δ, by thin SVD,
-        ``geometry.polar_retraction``) or ``"exp_map"`` (the canonical-metric geodesic,
+    retraction : ``"polar"`` (default; X ← polar factor of X + Δ: from the r×r Gram,
+        ``geometry.gram_polar_retraction``, or by thin SVD, ``geometry.polar_retraction``, when
+        ``svd_driver`` is given) or ``"exp_map"`` (the canonical-metric geodesic,
         ``geometry.exp_map_retraction``).
     grad_scaling : the c of Δ ← Δ·√(c/h), h = rows of the factor. ``"auto"`` (default): c =
         ``model.config.hidden_size`` when there is one, else no scaling (with a warning); ``True``: the
@@ -132,9 +140,10 @@ def create_stella_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.Op
         number: that c (e.g. Llama-3-8B, c = 4096: the 1024-row k/v U move ×2).
     weight_decay : for S and every other trainable parameter; U and V never decay (decay would pull
         them off the manifold).
-    svd_driver : ``None`` (default driver, CPU and GPU) or a cuSOLVER driver (``"gesvda"`` is the
-        original's) used for the polar retraction of CUDA tensors only, falling back, per matrix, to the
-        default driver where it returns non-finite values (``geometry.polar_retraction``).
+    svd_driver : ``None`` (default: the polar factor from the Gram, no SVD) or a driver for an SVD
+        polar retraction (``geometry.polar_retraction``): a cuSOLVER one (``"gesvda"`` is the
+        original's) is used for CUDA tensors, falling back, per matrix, to the default driver where it
+        returns non-finite values; other devices use the default driver.
     optimizer_kwargs : passed to ``optimizer_cls`` (betas, eps, momentum, ...).
 
     The returned optimizer has an attribute ``stella_scaling_size``: the c in use, or None.
