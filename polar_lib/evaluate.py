@@ -45,7 +45,7 @@ NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
 def eval_task_names(online: bool = False) -> tuple[str, ...]:
     """The tasks that can be evaluated: those with a test split (``online``: those with a stock lm-eval task)."""
     return tuple(name for name, task in task_data.TASKS.items()
-                 if (task.lm_eval_task if online else "test" in task.files))  # offline: a local test file
+                 if (task.lm_eval_task if online else "test" in task.splits))
 
 
 def check_tasks(tasks: list[str], online: bool = False) -> list[str]:
@@ -244,8 +244,9 @@ def evaluation_key(tasks: list[str], limit: int | None, online: bool, data_dir: 
             continue
         config = lm_eval_task_config(task, data_dir, limit)
         records = Path(config.pop("dataset_kwargs")["data_files"]["test"]).name  # content-addressed, not the path
-        per_task[task] = {"sha256": task_data.file_sha256(task_data.task_file(task, "test", data_dir)),
-                          "records": records, "config": jsonable(config)}
+        source = task_data.split_identity(task, "test", data_dir)  # a file's sha256, or a hub split's
+        source.pop("file", None)  # the file's checksum is its identity, wherever it lies
+        per_task[task] = {**source, "records": records, "config": jsonable(config)}
     return {"tasks": per_task, "limit": limit, "online": online,
             "versions": {"polar_lib": __version__, "lm_eval": version("lm_eval")}}
 
