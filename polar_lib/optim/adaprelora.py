@@ -34,9 +34,9 @@ Where the paper is open, this module follows docs/adaprelora.md, 'Choices where 
 - ``variant="adamw"`` (default): (dA, dB) replace the factors' gradients and a base AdamW
   (betas 0.9/0.999, eps 1e-8, weight decay 0) steps (the Scaled-AdamW pattern, inferred).
   ``variant="sgd"``: a base SGD steps, so p ← p − lr·d; an explicit ``optimizer_cls`` replaces the
-  variant's base class (PEFT's factory signature). ``"sgd"`` has the options: an EMA ``beta1`` of (ḡ_A, ḡ_B)
-  before the closed form (default 0), and Adafactor's update clipping d ← d / max(1, RMS(J)/c)
-  with c = ``clip_threshold`` (default 1; RMS(J) computed from the factors).
+  variant's base class (PEFT's factory signature). ``"sgd"`` has the options: an EMA ``beta1`` of
+  (ḡ_A, ḡ_B) before the closed form (default 0), and Adafactor's update clipping
+  d ← d / max(1, RMS(J)/c) with c = ``clip_threshold`` (default 1; RMS(J) computed from the factors).
 - Order inside ``step()``: (Trainer's gradient clipping and GradScaler's unscaling happen before
   ``step()``) → statistics → closed form → base step. Other trainable parameters: base step.
   Pairs of one shape, dtype and device are stacked and computed as one batch (``optim.base``);
