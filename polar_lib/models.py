@@ -44,6 +44,18 @@ KNOWN_MODELS = tuple(PACKAGED) + tuple(TINY)
 HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
            "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
 ENCODER_MODELS = ("minilm-l6", "tiny-bert")  # fine-tuned as sequence classifiers over the choices
+TINY_FAMILIES = {"llama": "tiny-llama", "smollm": "tiny-llama", "bert": "tiny-bert", "minilm": "tiny-bert"}
+
+
+def tiny_like(name_or_path: str) -> str:
+    """The tiny random model of ``name_or_path``'s architecture family, by name (``meta-llama/Llama-2-7b-hf``
+    and ``smollm2-135m`` → ``"tiny-llama"``; BERT-style encoders → ``"tiny-bert"``): what a smoke run of a
+    profile trains instead of the profile's model, offline and in seconds."""
+    lowered = str(name_or_path).lower()
+    for family, tiny in TINY_FAMILIES.items():
+        if family in lowered or lowered == tiny:
+            return tiny
+    raise ValueError(f"no tiny model of the family of model={name_or_path!r}; families: {', '.join(TINY_FAMILIES)}")
 
 
 def model_task(name_or_path: str) -> str:

@@ -1,8 +1,8 @@
 """The PoLAR paper's published numbers that the notebooks set their results beside (docs/benchmarks.md).
 
 ``COMMONSENSE``: accuracy % per (r, method, task) of the commonsense table (Llama-2-7B, one seed; the
-README table of the PoLAR code), task names as in ``polar_lib.data`` (HellaSwag, not in the data
-registry, as ``"hellaswag"``); ``COMMONSENSE_AVERAGE``: the table's average column.
+README table of the PoLAR code), task names as in ``polar_lib.data``; ``COMMONSENSE_AVERAGE``: the
+table's average column; ``COMMONSENSE_TASKS``: its eight tasks, in the table's order.
 ``STABLE_RANK``: the stable ranks the paper reports (Fig. 1 and the README's panels).
 """
 from __future__ import annotations

@@ -1,0 +1,183 @@
+"""Local copies of the hub datasets the registry reads, laid out as the hub lays them out (README.md with
+its ``configs:`` front matter, parquet or JSON data files), holding a few records in each dataset's own
+schema: what ``$POLAR_HUB_DATA`` points at in the tests (tests/test_hub_data.py, the paper-profile smoke)."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+PIQA = [
+    {"goal": "When boiling butter, when it's ready, you can", "sol1": "Pour it onto a plate",
+     "sol2": "Pour it into a jar", "label": 1},
+    {"goal": "To permanently attach metal legs to a chair, you can",
+     "sol1": "Weld the metal together to get it to stay firmly in place",
+     "sol2": "Nail the metal together to get it to stay firmly in place", "label": 0},
+    {"goal": "how do you indent something?", "sol1": "leave a space before starting the writing",
+     "sol2": "press the spacebar", "label": 0},
+]
+SIQA = [
+    {"context": "Cameron decided to have a barbecue and gathered her friends together.",
+     "question": "How would Others feel as a result?", "answerA": "like attending", "answerB": "like staying home",
+     "answerC": "a good friend to have", "label": "1"},
+    {"context": "Jan needed to give out jobs for an upcoming project at work.",
+     "question": "What will Others want to do next?", "answerA": "disagree with Jan", "answerB": "get to work",
+     "answerC": "argue with the assignments", "label": "2"},
+    {"context": "Remy was an expert fisherman and was on the water with Kai. Remy baited Kai's hook.",
+     "question": "What will Remy want to do next?", "answerA": "cast the line", "answerB": "put the boat in the water",
+     "answerC": "invite Kai out on the boat", "label": "1"},
+]
+WINOGRANDE_XL = [
+    {"sentence": "Ian volunteered to eat Dennis's menudo after already having a bowl because _ despised eating intestine.",
+     "option1": "Ian", "option2": "Dennis", "answer": "2"},
+    {"sentence": "He never comes to my home, but I always go to his house because the _ is smaller.",
+     "option1": "home", "option2": "house", "answer": "1"},
+    {"sentence": "Kyle doesn't wear leg warmers to bed, while Logan almost always does. _ is more likely to live in "
+                 "a colder climate.", "option1": "Kyle", "option2": "Logan", "answer": "2"},
+]
+WINOGRANDE_XS = [{"sentence": "Sarah was a much better surgeon than Maria so _ always got the harder cases.",
+                  "option1": "Sarah", "option2": "Maria", "answer": "1"}]
+HELLASWAG_TRAIN = [
+    {"ind": 4, "activity_label": "Removing ice from car",
+     "ctx_a": "Then, the man writes over the snow covering the window of a car, and a woman wearing winter clothes smiles.",
+     "ctx_b": "then", "endings": [", the man adds wax to the windshield and cuts it.",
+                                  ", a person board a ski lift, while two men supporting the head of the person.",
+                                  ", the man puts on a christmas coat, knitted with netting.",
+                                  ", the man continues removing the snow on his car."],
+     "source_id": "activitynet~v_-1IBHYS3L-Y", "split": "train", "split_type": "indomain", "label": "3"},
+    {"ind": 25, "activity_label": "Personal Care and Style",
+     "ctx_a": "[header] How to dye your hair with semi permanent hair dye [title] Find the color you want.", "ctx_b": "",
+     "endings": ["[substeps] Semi permanent dye comes in many shades. [title] Pick one close to your own.",
+                 "Do not wash your hair for a week before.  [step] Oils protect the scalp.",
+                 "[title] Bleach every strand first.", "Buy three boxes of permanent dye."],
+     "source_id": "wikihow~32", "split": "train", "split_type": "indomain", "label": "0"},
+    {"ind": 37, "activity_label": "Playing harmonica",
+     "ctx_a": "A man is standing in a room holding a harmonica.", "ctx_b": "He",
+     "endings": ["puts the harmonica to his mouth and plays a tune.", "throws the harmonica into a lake.",
+                 "eats the harmonica.", "paints the wall with it."],
+     "source_id": "activitynet~v_5e1", "split": "train", "split_type": "zeroshot", "label": "0"},
+]
+HELLASWAG_VALIDATION = [
+    {"ind": 24, "activity_label": "Roof shingle removal",
+     "ctx_a": "A man is sitting on a roof.", "ctx_b": "he",
+     "endings": ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.",
+                 "is holding a rubik's cube.", "starts pulling up roofing on a roof."],
+     "source_id": "activitynet~v_-JhWjGDPHMY", "split": "val", "split_type": "indomain", "label": "3"},
+    {"ind": 92, "activity_label": "Clean and jerk",
+     "ctx_a": "A lady walks to a barbell. She bends down and grabs the pole.", "ctx_b": "the lady",
+     "endings": ["swings and lands in her arms.", "pulls the barbell forward.", "pulls a rope attached to the barbell.",
+                 "stands and lifts the weight over her head."],
+     "source_id": "activitynet~v_-lJS58hyo1c", "split": "val", "split_type": "zeroshot", "label": "3"},
+]
+METAMATHQA = [
+    {"query": "Gracie and Joe are choosing numbers on the complex plane. Joe chooses the point $1+2i$. Gracie chooses "
+              "$-1+i$. How far apart are Gracie and Joe's points?",
+     "response": "The distance between two points $(x_1,y_1)$ and $(x_2,y_2)$ is $\\sqrt{(x_2-x_1)^2+(y_2-y_1)^2}$.\n"
+                 "Here it is $\\sqrt{(-1-1)^2+(1-2)^2}=\\sqrt{5}$.\nThe answer is: \\sqrt{5}",
+     "type": "MATH_AnsAug", "original_question": "Gracie and Joe are choosing numbers on the complex plane."},
+    {"query": "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much "
+              "did she earn?",
+     "response": "Weng earns 12/60 = $0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $10.\n#### 10\n"
+                 "The answer is: 10",
+     "type": "GSM_AnsAug", "original_question": "Weng earns $12 an hour for babysitting."},
+    {"query": "If $x$ satisfies $2x + 3 = 11$, what is $x$?", "response": "Subtracting 3 gives $2x = 8$, so $x = 4$.\n"
+              "The answer is: 4", "type": "MATH_Rephrased", "original_question": "Solve $2x+3=11$."},
+]
+# GLUE task -> split -> records, in nyu-mll/glue's columns (label: ClassLabel int, STS-B float32; idx).
+GLUE = {
+    "cola": {"train": [{"sentence": "Our friends won't buy this analysis, let alone the next one we propose.", "label": 1},
+                       {"sentence": "They drank the pub.", "label": 0},
+                       {"sentence": "The more we study verbs, the crazier they get.", "label": 1}],
+             "validation": [{"sentence": "The sailors rode the breeze clear of the rocks.", "label": 1},
+                            {"sentence": "The car honked down the road.", "label": 0}]},
+    "sst2": {"train": [{"sentence": "hide new secretions from the parental units ", "label": 0},
+                       {"sentence": "that loves its characters and communicates something rather beautiful ", "label": 1},
+                       {"sentence": "contains no wit , only labored gags ", "label": 0}],
+             "validation": [{"sentence": "it 's a charming and often affecting journey . ", "label": 1}]},
+    "mrpc": {"train": [{"sentence1": "Amrozi accused his brother , whom he called \" the witness \" , of deliberately "
+                                     "distorting his evidence .", "sentence2": "Referring to him as only \" the witness "
+                                     "\" , Amrozi accused his brother of deliberately distorting his evidence .", "label": 1},
+                       {"sentence1": "Yucaipa owned Dominick 's before selling the chain to Safeway in 1998 .",
+                        "sentence2": "Yucaipa bought Dominick 's in 1995 for $ 693 million .", "label": 0}],
+             "validation": [{"sentence1": "He said the foodservice pie business does n't fit the company 's strategy .",
+                             "sentence2": "The foodservice pie business does not fit our long-term growth strategy .",
+                             "label": 1}]},
+    "qqp": {"train": [{"question1": "How is the life of a math student?", "question2": "Which level of prepration is "
+                       "enough for the exam jlpt5?", "label": 0},
+                      {"question1": "How do I control my horny emotions?", "question2": "How do you control your "
+                       "horniness?", "label": 1}],
+            "validation": [{"question1": "Why are African-Americans so beautiful?", "question2": "Why are hispanics "
+                            "so beautiful?", "label": 0}]},
+    "stsb": {"train": [{"sentence1": "A plane is taking off.", "sentence2": "An air plane is taking off.", "label": 5.0},
+                       {"sentence1": "A man is playing a large flute.", "sentence2": "A man is playing a flute.",
+                        "label": 3.75},
+                       {"sentence1": "A man is slicing a tomato.", "sentence2": "A woman is dancing.", "label": 0.5}],
+             "validation": [{"sentence1": "A man with a hard hat is dancing.", "sentence2": "A man wearing a hard hat "
+                             "is dancing.", "label": 5.0}]},
+    "mnli": {"train": [{"premise": "Conceptually cream skimming has two basic dimensions - product and geography.",
+                        "hypothesis": "Product and geography are what make cream skimming work. ", "label": 1},
+                       {"premise": "you know during the season and i guess at at your level uh you lose them to the "
+                                   "next level", "hypothesis": "You lose the things to the following level if the "
+                                   "people recall.", "label": 0},
+                       {"premise": "One of our number will carry out your instructions minutely.",
+                        "hypothesis": "A member of my team will execute your orders with immense precision.", "label": 0}],
+             "validation_matched": [{"premise": "The new rights are nice enough", "hypothesis": "Everyone really likes "
+                                     "the newest benefits ", "label": 1}],
+             "validation_mismatched": [{"premise": "Your contribution helped make it possible for us to provide our "
+                                        "students with a quality education.", "hypothesis": "Your contributions were "
+                                        "of no help with our students' education.", "label": 2}]},
+    "qnli": {"train": [{"question": "When did the third Digimon series begin?", "sentence": "Unlike the two seasons "
+                        "before it and most of the seasons that followed, Digimon Tamers takes a darker approach.",
+                        "label": 1}],
+             "validation": [{"question": "What came into force after the new constitution was herald?",
+                             "sentence": "As of that day, the new constitution heralding the Second Republic came "
+                                         "into force.", "label": 0}]},
+    "rte": {"train": [{"sentence1": "No Weapons of Mass Destruction Found in Iraq Yet.",
+                       "sentence2": "Weapons of Mass Destruction Found in Iraq.", "label": 1},
+                      {"sentence1": "A place of sorrow, after Pope John Paul II died, became a place of celebration.",
+                       "sentence2": "Pope Benedict XVI is the new leader of the Roman Catholic Church.", "label": 1}],
+             "validation": [{"sentence1": "Dana Reeve, the widow of the actor Christopher Reeve, has died of lung "
+                                          "cancer at age 44.", "sentence2": "Christopher Reeve had an accident.",
+                             "label": 1}]},
+}
+GLUE_TEXT_FIELDS = {"cola": ("sentence", None), "sst2": ("sentence", None), "mrpc": ("sentence1", "sentence2"),
+                    "qqp": ("question1", "question2"), "stsb": ("sentence1", "sentence2"),
+                    "mnli": ("premise", "hypothesis"), "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2")}
+
+
+def write_hub_repo(root: Path, dataset_id: str, configs: dict, dtypes: dict | None = None) -> Path:
+    """A copy of hub dataset ``dataset_id`` as the hub lays it out: ``<config>/<split>-00000-of-00001.parquet``
+    per config (``data/`` for the default one; columns cast to ``dtypes[config]``) and a README.md whose
+    front matter declares them."""
+    repo = root / dataset_id
+    declared = []
+    for config, splits in configs.items():
+        folder = "data" if config == "default" else config
+        (repo / folder).mkdir(parents=True, exist_ok=True)
+        for split, records in splits.items():
+            frame = pd.DataFrame(records).astype((dtypes or {}).get(config, {}))
+            frame.to_parquet(repo / folder / f"{split}-00000-of-00001.parquet", index=False)
+        declared.append({"config_name": config,
+                         "data_files": [{"split": split, "path": f"{folder}/{split}-*"} for split in splits]})
+    front_matter = yaml.safe_dump({"configs": declared}, sort_keys=False)
+    (repo / "README.md").write_text(f"---\n{front_matter}---\n# {dataset_id}\n")
+    return repo
+
+
+def write_hub_copy(root: Path) -> Path:
+    """A local copy of every hub dataset the registry reads (the folder ``$POLAR_HUB_DATA`` names), in ``root``."""
+    write_hub_repo(root, "baber/piqa", {"default": {"train": PIQA}})
+    write_hub_repo(root, "lighteval/siqa", {"default": {"train": SIQA}})
+    write_hub_repo(root, "allenai/winogrande", {"winogrande_xs": {"train": WINOGRANDE_XS},
+                                                "winogrande_xl": {"train": WINOGRANDE_XL}})
+    write_hub_repo(root, "Rowan/hellaswag", {"default": {"train": HELLASWAG_TRAIN, "validation": HELLASWAG_VALIDATION}},
+                   dtypes={"default": {"ind": "int32"}})
+    glue = {task: {split: [dict(record, idx=i) for i, record in enumerate(records)] for split, records in splits.items()}
+            for task, splits in GLUE.items()}
+    write_hub_repo(root, "nyu-mll/glue", glue, dtypes={task: {"idx": "int32"} for task in GLUE} | {
+        "stsb": {"idx": "int32", "label": "float32"}})
+    metamath = root / "meta-math/MetaMathQA"  # one JSON file, no configs: datasets names its split "train"
+    metamath.mkdir(parents=True)
+    (metamath / "MetaMathQA-395K.json").write_text(json.dumps(METAMATHQA, indent=2))
+    (metamath / "README.md").write_text("---\nlicense: mit\n---\n# MetaMathQA\n")
+    return root

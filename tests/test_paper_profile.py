@@ -1,0 +1,73 @@
+"""The paper profile runs: every notebook executed with ``notebooks/profiles/paper/<name>.yaml``, only the
+model swapped for the tiny random model of its family and the amount of work shrunk (steps, examples,
+questions, iterations, sizes); everything else is the profile's — bf16 autocast, the cosine schedule,
+16-step accumulation, the loss on the sequence, the ranks, targets, methods, batch sizes and the
+evaluation batch of 32. The hub-only training splits come from a local copy in the hub's layout
+(tests/hub_fixtures.py). A GPU-only value (``device: cuda``) becomes the CPU.
+
+One task and one seed of the paper's sweep (the code path of every task is the same; each task's data
+is tested in test_data.py and test_hub_data.py): Social IQa, the paper's Fig. 1 task, whose training
+split is hub-only and whose test split is a local file.
+"""
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from polar_lib.sweeps import get_sweep, smoke
+
+from .hub_fixtures import write_hub_copy
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+PROFILES = NOTEBOOKS / "profiles" / "paper"
+TASK = "social_iqa"
+
+# Per notebook: the profile's values that set the amount of work, and their smoke values.
+SHRUNK = {
+    "01_stable_rank": {"heatmap_rows": 32},
+    "02_toy_problem": {"iterations": 60, "plot_every": 6},
+    "03_finetune": {"eval_limit": 4},
+    "04_runtime": {"model": "tiny-llama", "seq_len": 32, "warmup": 1, "repeats": 1, "micro_sizes": [64, 128],
+                   "micro_ranks": [4, 32], "micro_repeats": 1, "stable_rank_size": 64, "stable_rank_k": 8,
+                   "device": "cpu", "threads": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """The smoke sweep file, one runs folder shared by 01 and 03 (as in make figures), the hub copy."""
+    root = tmp_path_factory.mktemp("paper-profile")
+    sweep = smoke("paper", tasks=(TASK,)).save(root / "paper-smoke.yaml")
+    return root, sweep, write_hub_copy(root / "hub")
+
+
+def test_smoke_sweep_keeps_the_profile_but_model_and_work(tmp_path):
+    paper, shrunk = get_sweep("paper"), smoke("paper", tasks=(TASK,))
+    assert shrunk.training == paper.training | {"model": "tiny-llama", "train_limit": 8 * 16, "save_steps": 1}
+    assert (shrunk.max_steps, shrunk.epochs) == (2, None)
+    for name in ("rank_sweep", "comparison", "others"):
+        full, small = getattr(paper, name), getattr(shrunk, name)
+        assert (small.methods, small.ranks, small.tasks, small.seeds) == (full.methods, full.ranks, (TASK,), full.seeds[:1])
+    assert get_sweep(shrunk.save(tmp_path / "smoke.yaml")) == shrunk  # the YAML round trip
+
+
+@pytest.mark.parametrize("name", sorted(SHRUNK))
+def test_notebook_runs_at_its_paper_profile(name, workspace, monkeypatch):
+    root, sweep, hub = workspace
+    monkeypatch.setenv("POLAR_HUB_DATA", str(hub))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    profile = yaml.safe_load((PROFILES / f"{name}.yaml").read_text())
+    assert set(SHRUNK[name]) <= set(profile), f"{name}: shrinks a value its paper profile does not set"
+    parameters = profile | SHRUNK[name] | {"figures_dir": str(root / "figures" / name)}
+    if "sweep" in profile:
+        assert profile["sweep"] == "paper"
+        parameters |= {"sweep": str(sweep), "runs_dir": str(root / "runs")}
+    source = root / f"{name}.ipynb"
+    nbformat.write(jupytext.read(NOTEBOOKS / f"{name}.py"), source)
+    papermill.execute_notebook(source, root / f"{name}.ran.ipynb", parameters=parameters, kernel_name="python3",
+                               cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
+    assert any((root / "figures" / name).glob("*.png")), f"{name}: no figure written"
