@@ -11,9 +11,14 @@ A run in two groups is one ``RunConfig``, hence one cached run directory (``trai
 whichever notebook runs first trains it, the other reuses it. ``SWEEPS`` holds the three scales of
 the notebooks (``ci``: the parameters cells' defaults; ``cpu``: ``make figures``; ``paper``:
 ``make figures PROFILE=paper``); ``get_sweep`` also reads a YAML file with a ``Sweep``'s fields.
+
+``python -m polar_lib.sweeps <sweep> --count`` prints how many runs a sweep has, ``--index i`` trains
+its i-th run (0-based, in ``Sweep.configs`` order): one run per task of a cluster job array; the run
+directory's lock (``polar_lib.train``) keeps two tasks from ever training the same run.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -22,9 +27,10 @@ from pathlib import Path
 import yaml
 
 from ._checks import check_choice
+from ._cli import prog
 from .models import tiny_like
 from .paper import COMMONSENSE_TASKS
-from .train import RunConfig, steps_for_epochs
+from .train import RunConfig, steps_for_epochs, train
 
 GROUPS = ("rank_sweep", "comparison", "others")
 PER_RUN = ("method", "task", "r", "seed", "max_steps")  # the RunConfig fields a sweep sets per run
@@ -166,3 +172,28 @@ def get_sweep(sweep: str | Path | Sweep) -> Sweep:
     if Path(sweep).is_file():
         return Sweep(**yaml.safe_load(Path(sweep).read_text()))
     raise ValueError(f"sweep {str(sweep)!r} is neither a sweep name ({', '.join(SWEEPS)}) nor a YAML file")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog=prog("sweeps"), description="Count or train the runs of a sweep "
+                                     "(one per task of a cluster job array).")
+    parser.add_argument("sweep", help=f"a sweep name ({', '.join(SWEEPS)}) or a YAML file with a Sweep's fields")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--count", action="store_true", help="print the number of runs")
+    action.add_argument("--index", type=int, help="train (or reuse) run INDEX, 0-based")
+    parser.add_argument("--runs-dir", default="runs")
+    args = parser.parse_args(argv)
+    try:
+        configs = list(get_sweep(args.sweep).configs().values())
+    except ValueError as error:
+        parser.error(str(error))
+    if args.count:
+        print(len(configs))
+    elif not 0 <= args.index < len(configs):
+        parser.error(f"--index must be in 0..{len(configs) - 1} for sweep {args.sweep!r} (got {args.index})")
+    else:
+        print(train(configs[args.index], args.runs_dir))
+
+
+if __name__ == "__main__":
+    main()

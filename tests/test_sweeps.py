@@ -1,12 +1,14 @@
 """The sweeps shared by notebooks 01 and 03: the runs each group defines, shared identities, validation."""
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import yaml
 
 from polar_lib.data import load_task
 from polar_lib.sweeps import GROUPS, SWEEPS, Group, Sweep, get_sweep
+from polar_lib import train
 from polar_lib.train import run_identity, run_name
 
 TRAINING = dict(model="tiny-llama", batch_size=2, train_limit=16, save_steps=2)
@@ -70,3 +72,20 @@ def test_a_bad_run_fails_when_the_configs_are_built():
     sweep = Sweep(training=TRAINING, max_steps=2, comparison=Group(("boolq",), ("lorra",), (4,), (0,)))
     with pytest.raises(ValueError, match="lorra"):
         sweep.configs()
+
+
+def test_cli_counts_and_trains_one_run_per_index(tmp_path, capsys):
+    from polar_lib import sweeps
+
+    sweep = sweeps.smoke("ci", tasks=("boolq",), steps=1)
+    path = sweep.save(tmp_path / "one.yaml")
+    sweeps.main([str(path), "--count"])
+    count = int(capsys.readouterr().out)
+    assert count == len(sweep.configs()) > 1
+    sweeps.main([str(path), "--index", "1", "--runs-dir", str(tmp_path / "runs")])
+    run_dir = Path(capsys.readouterr().out.splitlines()[-1])  # the last line: the run directory
+    assert run_dir.parent == tmp_path / "runs" and (run_dir / "metrics.json").is_file()
+    assert train.load_run(run_dir)[0] == list(sweep.configs().values())[1]
+    with pytest.raises(SystemExit):
+        sweeps.main([str(path), "--index", str(count)])
+    assert f"--index must be in 0..{count - 1}" in capsys.readouterr().err
