@@ -37,7 +37,8 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import (DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer, TrainerCallback,
+                          TrainingArguments)
 from transformers.trainer_utils import SchedulerType, get_last_checkpoint
 
 from . import __version__
@@ -201,20 +202,14 @@ def tokenize_examples(examples, tokenizer, model_task: str, max_length: int, los
     return rows
 
 
-def pad_batch(rows: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch to its longest sequence (labels with -100)."""
-    longest = max(len(row["input_ids"]) for row in rows)
-
-    def padded(values, fill):
-        return values + [fill] * (longest - len(values))
-
-    batch = {
-        "input_ids": torch.tensor([padded(r["input_ids"], pad_token_id) for r in rows]),
-        "attention_mask": torch.tensor([padded([1] * len(r["input_ids"]), 0) for r in rows]),
-    }
-    labels = [r["labels"] for r in rows]
-    batch["labels"] = torch.tensor(labels if isinstance(labels[0], int) else [padded(l, -100) for l in labels])
-    return batch
+def collator(tokenizer, model_task: str):
+    """transformers' collator of the training batches, right-padded to the batch's longest sequence:
+    ``DataCollatorForSeq2Seq`` for causal LMs (labels padded with -100, so padding never counts in the
+    loss), ``DataCollatorWithPadding`` for sequence classifiers (labels: the class indices)."""
+    tokenizer.padding_side = "right"  # the positions of a sequence do not depend on its batch
+    if model_task == "sequence-classification":
+        return DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
+    return DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100, return_tensors="pt")
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, dict | None]:
@@ -388,7 +383,7 @@ def execute(plan: RunPlan, *, progress: bool = True, callbacks=None) -> Path:
             use_cpu=not torch.cuda.is_available(),
         )
         trainer = Trainer(model=model, args=args, train_dataset=rows, optimizers=(optimizer, None),
-                          data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id),
+                          data_collator=collator(tokenizer, config.model_task),
                           callbacks=[StableRankLog(run_dir), *(callbacks or [])])
         last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
         if last is not None:

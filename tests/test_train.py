@@ -14,8 +14,8 @@ from transformers import TrainerCallback
 from polar_lib import data as task_data
 from polar_lib import methods
 from polar_lib.finetune import main as finetune_main
-from polar_lib.train import (RunConfig, load_run, load_stable_ranks, load_trained, loss_curves, run_identity,
-                             run_name, steps_for_epochs, train, train_all)
+from polar_lib.train import (RunConfig, collator, load_run, load_stable_ranks, load_trained, loss_curves,
+                             run_identity, run_name, steps_for_epochs, tokenize_examples, train, train_all)
 
 TINY = dict(model="tiny-llama", task="arc_easy", train_limit=16, batch_size=4, max_length=64, lora_dropout=0.0)
 RIEMANNIAN = ["polar", "stella", "lora+adaprelora", "lora+riemannian"]
@@ -206,3 +206,23 @@ def test_loss_curves_are_the_rolling_means_of_each_runs_history(tmp_path):
     assert lora["smoothed loss"].tolist() == [4.0, 3.0, 4.0, 3.0]  # mean of the last ≤ 2 losses
     assert curves[curves.method == "polar"]["smoothed loss"].tolist() == [1.0, 2.0]
     assert set(curves.columns) == {"task", "method", "r", "seed", "step", "training loss", "smoothed loss"}
+
+
+@pytest.mark.parametrize("model_task", ["causal-lm", "sequence-classification"])
+def test_collator_right_pads_and_masks_padding_out_of_the_loss(model_task, tiny_llama):
+    _, tokenizer = tiny_llama
+    examples = task_data.load_task("arc_easy", "train", limit=3)
+    rows = tokenize_examples(examples, tokenizer, model_task, max_length=64, loss_on="answer")
+    batch = collator(tokenizer, model_task)(rows)
+    lengths = [len(row["input_ids"]) for row in rows]
+    assert len(set(lengths)) > 1  # padding happens
+    assert batch["input_ids"].shape == (3, max(lengths))
+    for i, (row, n) in enumerate(zip(rows, lengths)):
+        assert batch["input_ids"][i, :n].tolist() == row["input_ids"]
+        assert (batch["input_ids"][i, n:] == tokenizer.pad_token_id).all()
+        assert batch["attention_mask"][i].tolist() == [1] * n + [0] * (max(lengths) - n)
+        if model_task == "causal-lm":
+            assert batch["labels"][i].tolist() == row["labels"] + [-100] * (max(lengths) - n)
+            assert (batch["labels"][i, :n] == -100).sum() > 0  # the prompt is out of the answer-only loss
+        else:
+            assert batch["labels"][i].item() == examples[i].label
