@@ -15,6 +15,7 @@ from pathlib import Path
 from peft import LoraConfig
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.lora import LoraModel
+from peft.tuners.lora.layer import LoraVariant
 from peft.utils import load_peft_weights
 from torch import nn
 
@@ -83,3 +84,21 @@ def read_adapter_weights(folder) -> dict:
     if not any((folder / name).exists() for name in ("adapter_model.safetensors", "adapter_model.bin")):
         raise FileNotFoundError(f"no adapter_model.safetensors or adapter_model.bin in {folder}")
     return load_peft_weights(str(folder), device="cpu")
+
+
+class FactoredVariant(LoraVariant):
+    """PEFT's variant hook for the forward y = result + s · B · inner(A · dropout(x), x), where a
+    subclass's ``inner(module, adapter, h, x)`` is what the method puts between A and B (a core C h,
+    a gate h ⊙ g(x)); the layer's ``update_layer`` creates its extra modules, so ``init`` has nothing to do."""
+
+    @staticmethod
+    def init(module, adapter_name, **kwargs):
+        pass
+
+    @staticmethod
+    def inner(module, adapter: str, h, x):
+        raise NotImplementedError
+
+    def forward(self, module, active_adapter, x, result, **kwargs):
+        h = self.inner(module, active_adapter, module.lora_A[active_adapter](module.lora_dropout[active_adapter](x)), x)
+        return result + module.lora_B[active_adapter](h) * module.scaling[active_adapter]

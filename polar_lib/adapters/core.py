@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import torch
 from peft.tuners.lora import LoraModel
-from peft.tuners.lora.layer import Linear, LoraVariant
+from peft.tuners.lora.layer import Linear
 from peft.utils.other import transpose
 from torch import nn
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from .._checks import check_choice
-from ._peft import check_linear_target, check_rank
+from ._peft import FactoredVariant, check_linear_target, check_rank
 
 # add_weighted_adapter's combination types that combine the dense ΔWᵢ (then factorise by SVD)
 SVD_COMBINATIONS = ("svd", "ties_svd", "dare_linear_svd", "dare_ties_svd", "magnitude_prune_svd")
@@ -36,12 +36,12 @@ class Core(nn.Module):
         return h * self.weight if self.weight.ndim == 1 else h @ self.weight.T
 
 
-class CoreVariant(LoraVariant):
+class CoreVariant(FactoredVariant):
     """PEFT's variant hook for ΔW = s · B C A."""
 
     @staticmethod
-    def init(module, adapter_name, **kwargs):
-        pass
+    def inner(module, adapter, h, x):
+        return module.apply_core(adapter, h)
 
     @staticmethod
     def merge_safe(module, active_adapter, orig_weight):
@@ -54,12 +54,6 @@ class CoreVariant(LoraVariant):
     @staticmethod
     def unmerge(module, active_adapter, orig_weight):
         return orig_weight.data - module.get_delta_weight(active_adapter).to(orig_weight.dtype)
-
-    @staticmethod
-    def forward(module, active_adapter, x, result, **kwargs):
-        h = module.lora_A[active_adapter](module.lora_dropout[active_adapter](x))
-        h = module.apply_core(active_adapter, h)
-        return result + module.lora_B[active_adapter](h) * module.scaling[active_adapter]
 
 
 class CoreLinear(Linear):

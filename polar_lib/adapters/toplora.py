@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig
 from peft.tuners.lora import LoraModel
-from peft.tuners.lora.layer import Linear, LoraVariant
+from peft.tuners.lora.layer import Linear
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from ._peft import PeftTypeName, check_linear_target, check_rank, finish_config, register_lora_method
+from ._peft import (FactoredVariant, PeftTypeName, check_linear_target, check_rank, finish_config,
+                    register_lora_method)
 
 PEFT_TYPE = PeftTypeName("TOPLORA")
 TOPLORA_INITS = (True, False, "gaussian")
@@ -45,12 +46,12 @@ class TokenGate(nn.Module):
         return torch.exp(F.rms_norm(h, (h.shape[-1],), self.gain, eps=None))  # eps=None: finfo(dtype).eps
 
 
-class TopLoraVariant(LoraVariant):
+class TopLoraVariant(FactoredVariant):
     """PEFT's variant hook for TopLoRA: the gated forward; merging and conversion raise."""
 
     @staticmethod
-    def init(module, adapter_name, **kwargs):
-        pass
+    def inner(module, adapter, h, x):
+        return h * module.lora_lambda[adapter](x)  # the gate reads x before dropout
 
     @staticmethod
     def merge_safe(module, active_adapter, orig_weight):
@@ -63,12 +64,6 @@ class TopLoraVariant(LoraVariant):
     @staticmethod
     def unmerge(module, active_adapter, orig_weight):
         raise ValueError(f"TopLoRA cannot be unmerged (it is never merged): {NOT_MERGEABLE}.")
-
-    @staticmethod
-    def forward(module, active_adapter, x, result, **kwargs):
-        gate = module.lora_lambda[active_adapter](x)  # from x before dropout
-        h = module.lora_A[active_adapter](module.lora_dropout[active_adapter](x)) * gate
-        return result + module.lora_B[active_adapter](h) * module.scaling[active_adapter]
 
 
 @dataclass
