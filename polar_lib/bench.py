@@ -21,9 +21,13 @@ on one model and one batch, for every method of ``polar_lib.methods.METHODS``:
 
 Each is reported as a ratio to LoRA with AdamW at the same rank. Protocol: all models share the
 frozen base weights (one copy in memory; every model still counts them in its ``peak_bytes``);
-``warmup`` untimed steps per model; then ``repeats`` rounds in which every model takes one timed
-step, the order rotating from round to round (round-robin), so that drift of the machine (other
-processes, thermal state) hits all methods alike. Timings: ``time.perf_counter`` around whole
+``warmup`` untimed steps per model; then rounds in which every model takes one timed step, the
+order rotating from round to round (round-robin), so that drift of the machine (other processes,
+thermal state) hits all methods alike — at least ``repeats`` rounds, and more (up to ``max_repeats``)
+until every ratio's interquartile range is within ``target_spread`` of its median; ratios that never
+get there are named in the results (``noisy``) and the report says the machine was too noisy. Each
+hooked optimizer (PoLAR, StelLA, AdaPreLoRA) is timed twice: batched per shape, as it trains, and
+its per-layer reference (``"<method> (per-layer)"``). Timings: ``time.perf_counter`` around whole
 steps (after ``torch.cuda.synchronize`` on a GPU); the summary gives the median and the
 interquartile range; a ratio is the median over rounds of the method's time over LoRA's time in
 the same round. The torch thread count is fixed (``threads``) and printed. On a CPU that other
@@ -49,11 +53,14 @@ the full micro sweep and the factored-vs-dense stable rank, and writes a JSON re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
+import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -68,11 +75,13 @@ from .models import load_model
 from .stable_rank import benchmark_stable_rank
 
 __all__ = ["BenchConfig", "QUICK", "PAPER_MICRO_US", "run_benchmark", "step_benchmark", "summarize_steps",
+           "noisy_ratios", "batched_speedups", "PER_LAYER",
            "micro_benchmark", "summarize_micro", "ratios_json", "save_results", "load_results", "main",
            "PADDINGS", "padded_tokens", "padding_cost"]
 
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 REFERENCE = "lora"
+PER_LAYER = "(per-layer)"  # suffix of a hooked optimizer's per-layer reference in the tables
 MICRO_BLOCK_S = 0.02
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -92,7 +101,11 @@ class BenchConfig:
     model: a ``polar_lib.models.load_model`` name or hub id; methods: names in ``METHODS`` (must
     include ``"lora"``, the reference); ranks: adapter ranks (α = 2r, dropout 0.05);
     target_modules: module names to adapt; batch_size × seq_len: the random token batch;
-    warmup, repeats: untimed and timed steps per model; micro_sizes × micro_ranks: the micro sweep
+    warmup, repeats: untimed and timed steps per model — at least ``repeats`` rounds, more (up to
+    ``max_repeats``, 0 for 3 × ``repeats``) until every ratio's interquartile range is within ``target_spread`` of its median
+    (the summary's ``noisy`` lists what never got there: the machine was too busy to trust it);
+    per_layer: also time each hooked optimizer's per-layer reference (``optimizer.batched = False``)
+    as ``"<method> (per-layer)"``, beside its batched step; micro_sizes × micro_ranks: the micro sweep
     (empty to skip), micro_repeats its rounds; dense_landing: also time the n×n landing form;
     stable_rank_size, stable_rank_k: the factored-vs-dense stable rank benchmark (size 0 skips
     it); device; dtype of the model (``"float32"``, ``"bfloat16"``, ``"float16"``; the micro
@@ -107,6 +120,9 @@ class BenchConfig:
     seq_len: int = 64
     warmup: int = 2
     repeats: int = 7
+    max_repeats: int = 0  # 0: 3 × repeats
+    target_spread: float = 0.1
+    per_layer: bool = True
     micro_sizes: tuple[int, ...] = (768, 4096, 11008)
     micro_ranks: tuple[int, ...] = (4, 32, 64, 256)
     micro_repeats: int = 7
@@ -136,11 +152,16 @@ class BenchConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup!r}")
+        self.max_repeats = self.max_repeats or 3 * self.repeats
+        if self.max_repeats < self.repeats:
+            raise ValueError(f"max_repeats must be >= repeats={self.repeats}, got {self.max_repeats!r}")
+        if not self.target_spread > 0:
+            raise ValueError(f"target_spread must be > 0, got {self.target_spread!r}")
         if not self.ranks or min(self.ranks) < 1:
             raise ValueError(f"ranks must be a non-empty list of positive integers, got {self.ranks!r}")
 
 
-QUICK = BenchConfig(model="tiny-llama", batch_size=2, seq_len=32, warmup=1, repeats=5, micro_sizes=(768,),
+QUICK = BenchConfig(model="tiny-llama", batch_size=2, seq_len=32, warmup=1, repeats=5, max_repeats=5, micro_sizes=(768,),
                     micro_ranks=(4, 32), micro_repeats=5, stable_rank_size=768, stable_rank_k=8)
 
 
@@ -179,6 +200,21 @@ def _own_bytes(model, optimizer) -> int:
     return _storage_bytes([*model.parameters(), *model.buffers(), *state])
 
 
+@contextlib.contextmanager
+def _native_stderr_muted():
+    """File descriptor 2 sent to /dev/null: the profiler's C++ side logs "profiler_start/stop" there on
+    every use, which no logging setting silences; the benchmark's stderr keeps only its own lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _peak_step_bytes(model, optimizer, batch, device) -> int:
     """Peak memory of one (untimed) training step, as defined in the module docstring."""
     own = _own_bytes(model, optimizer)
@@ -188,7 +224,8 @@ def _peak_step_bytes(model, optimizer, batch, device) -> int:
         start = torch.cuda.memory_allocated(device)
         _train_step(model, optimizer, batch, device)
         return own + torch.cuda.max_memory_allocated(device) - start
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_stderr_muted(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                         profile_memory=True) as prof:
         _train_step(model, optimizer, batch, device)
     # Allocation (+bytes) and free (-bytes) events of the CPU allocator, in time order.
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
@@ -221,26 +258,64 @@ def step_benchmark(config: BenchConfig, log=print) -> pd.DataFrame:
             torch.manual_seed(config.seed)
             model = prepare(copy.deepcopy(base, dict(shared)), method, r=r,
                             target_modules=list(config.target_modules), lora_dropout=0.05)
-            optimizer = make_optimizer(model, method)
-            for _ in range(config.warmup):
-                _train_step(model, optimizer, batch, device)
-            peak = _peak_step_bytes(model, optimizer, batch, device)
-            frozen = _storage_bytes([p for p in model.parameters() if not p.requires_grad])
-            info = {"method": method, "r": r, "peak_bytes": peak, "excess_bytes": peak - frozen,
-                    "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-            runs.append((info, model, optimizer))
-            log(f"  prepared {method} r={r}: {info['trainable_params']:,} trainable parameters, "
-                f"peak {info['peak_bytes'] / 2**20:.0f} MiB")
+            variants = [(method, True)]
+            if config.per_layer and hasattr(make_optimizer(model, method), "batched"):
+                variants.append((f"{method} {PER_LAYER}", False))
+            for i, (name, batched) in enumerate(variants):
+                if i:  # the per-layer reference trains its own copy from the same start
+                    torch.manual_seed(config.seed)
+                    model = prepare(copy.deepcopy(base, dict(shared)), method, r=r,
+                                    target_modules=list(config.target_modules), lora_dropout=0.05)
+                optimizer = make_optimizer(model, method)
+                if not batched:
+                    optimizer.batched = False
+                for _ in range(config.warmup):
+                    _train_step(model, optimizer, batch, device)
+                peak = _peak_step_bytes(model, optimizer, batch, device)
+                frozen = _storage_bytes([p for p in model.parameters() if not p.requires_grad])
+                info = {"method": name, "r": r, "peak_bytes": peak, "excess_bytes": peak - frozen,
+                        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+                runs.append((info, model, optimizer))
+                log(f"  prepared {name} r={r}: {info['trainable_params']:,} trainable parameters, "
+                    f"peak {info['peak_bytes'] / 2**20:.0f} MiB")
 
-    rows = []
-    for round_ in range(config.repeats):
+    rows, round_ = [], 0
+    while round_ < config.max_repeats:
         shift = round_ % len(runs)
         for info, model, optimizer in runs[shift:] + runs[:shift]:
             step_s, optimizer_s = _train_step(model, optimizer, batch, device)
             rows.append({**info, "round": round_, "step_s": step_s, "optimizer_s": optimizer_s})
-        log(f"  round {round_ + 1}/{config.repeats} done")
+        round_ += 1
+        wide = noisy_ratios(summarize_steps(pd.DataFrame(rows)), config.target_spread)
+        log(f"  round {round_} done" + (f"; {len(wide)} ratios still wider than ±{config.target_spread:.0%}" if wide else ""))
+        if round_ >= config.repeats and not wide:
+            break
     columns = ["method", "r", "round", "step_s", "optimizer_s", "peak_bytes", "excess_bytes", "trainable_params"]
     return pd.DataFrame(rows)[columns]
+
+
+def noisy_ratios(summary: pd.DataFrame, target_spread: float) -> list[str]:
+    """The ratios of ``summary`` whose interquartile range exceeds ``target_spread`` × their median,
+    as ``"<method> r=<r> <step|optimizer>"`` (LoRA, the reference, is 1 by definition)."""
+    wide = []
+    for row in summary[summary.method != REFERENCE].itertuples():
+        for name in ("step", "optimizer"):
+            spread = getattr(row, f"{name}_ratio_q75") - getattr(row, f"{name}_ratio_q25")
+            if spread > target_spread * getattr(row, f"{name}_ratio"):
+                wide.append(f"{row.method} r={row.r} {name}")
+    return wide
+
+
+def batched_speedups(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per hooked method and rank: its optimizer step per layer against batched (``per_layer_s``,
+    ``batched_s``, ``speedup`` = their ratio, > 1: batching helps), from a summary with per-layer rows."""
+    rows = []
+    for row in summary[summary.method.str.endswith(PER_LAYER)].itertuples():
+        method = row.method.removesuffix(f" {PER_LAYER}")
+        batched = summary[(summary.method == method) & (summary.r == row.r)].iloc[0]
+        rows.append({"method": method, "r": row.r, "per_layer_s": row.optimizer_s, "batched_s": batched.optimizer_s,
+                     "speedup": row.optimizer_s / batched.optimizer_s})
+    return pd.DataFrame(rows, columns=["method", "r", "per_layer_s", "batched_s", "speedup"])
 
 
 def _quartiles(values) -> tuple[float, float, float]:
@@ -380,7 +455,9 @@ def run_benchmark(config: BenchConfig | None = None, log=print) -> dict:
         log(f"stable rank: factored vs dense at {config.stable_rank_size}² rank {config.stable_rank_k}")
         stable = benchmark_stable_rank(config.stable_rank_size, config.stable_rank_size, config.stable_rank_k,
                                        repeats=1, device=config.device, seed=config.seed)
-    return {"config": asdict(config), "environment": env, "steps": steps, "summary": summarize_steps(steps),
+    summary = summarize_steps(steps)
+    return {"config": asdict(config), "environment": env, "steps": steps, "summary": summary,
+            "noisy": noisy_ratios(summary, config.target_spread),
             "micro": micro, "micro_summary": None if micro is None else summarize_micro(micro),
             "stable_rank": stable}
 
@@ -409,6 +486,14 @@ def _report(results: dict) -> str:
                "excess_ratio"]
     text = ["", "Training step (median s; ratios to LoRA + AdamW at equal rank):",
             results["summary"][columns].to_string(index=False, float_format=lambda x: f"{x:.4g}")]
+    if results.get("noisy"):
+        text += [f"The machine was too noisy to trust these ratios: interquartile range above "
+                 f"±{results['config']['target_spread']:.0%} of the median after "
+                 f"{results['steps']['round'].max() + 1} rounds for " + ", ".join(results["noisy"])]
+    speedups = batched_speedups(results["summary"])
+    if len(speedups):
+        text += ["", "Optimizer step, per layer against batched per shape (median s; speed-up > 1: batching helps):",
+                 speedups.to_string(index=False, float_format=lambda x: f"{x:.4g}")]
     if results["micro_summary"] is not None:
         micro = results["micro_summary"]
         keep = [c for c in micro.columns if (c.endswith("_us") and not c.startswith("paper"))
@@ -453,6 +538,7 @@ def main(argv=None) -> None:
     overrides = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if getattr(args, f.name) is not None}
     config = BenchConfig(**{**asdict(preset), **overrides})
 
+    warnings.filterwarnings("ignore", category=FutureWarning)  # dependencies' deprecation notices: not results
     results = run_benchmark(config, log=lambda message: print(message, file=sys.stderr, flush=True))
     print(_report(results), flush=True)
     if output:

@@ -5,8 +5,14 @@ import sys
 
 import pytest
 
-from polar_lib.bench import QUICK, BenchConfig, load_results, padded_tokens, save_results
+import pandas as pd
+
+from polar_lib.bench import (PER_LAYER, QUICK, BenchConfig, batched_speedups, load_results, noisy_ratios,
+                             padded_tokens, save_results, summarize_steps)
 from polar_lib.methods import METHODS
+
+HOOKED = ("polar", "stella", "lora+adaprelora")  # timed twice: batched and per layer
+TIMED = set(METHODS) | {f"{m} {PER_LAYER}" for m in HOOKED}
 
 
 def test_quick_cli_prints_ratios_json_and_writes_results(tmp_path):
@@ -15,19 +21,21 @@ def test_quick_cli_prints_ratios_json_and_writes_results(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     ratios = json.loads(run.stdout.strip().splitlines()[-1])
-    assert set(ratios) == set(METHODS)
+    assert set(ratios) == TIMED
     for method, entry in ratios.items():
         assert set(entry) == {"r", "step_time", "optimizer_time", "peak_memory"}, method
         assert all(isinstance(v, (int, float)) and v > 0 for v in entry.values()), (method, entry)  # structure only
     assert ratios["lora"] == {"r": 8, "step_time": 1.0, "optimizer_time": 1.0, "peak_memory": 1.0}
-    assert "threads" in run.stderr
+    assert "threads" in run.stderr and "per layer against batched" in run.stdout
+    assert all(line.startswith("  ") or "threads" in line or line.startswith("step benchmark") or
+               line.startswith("stable rank") for line in run.stderr.splitlines()), run.stderr  # only its own log
 
     results = load_results(output)
     assert results["environment"]["threads"] == 2
     summary, micro = results["summary"], results["micro_summary"]
-    assert set(summary.method) == set(METHODS)
+    assert set(summary.method) == TIMED
     assert {"step_s", "step_ratio", "optimizer_s", "peak_bytes", "memory_ratio"} <= set(summary.columns)
-    assert len(results["steps"]) == len(METHODS) * QUICK.repeats
+    assert len(results["steps"]) == len(TIMED) * QUICK.repeats  # QUICK: max_repeats = repeats
     assert {(row.n, row.r) for row in micro.itertuples()} == {(768, 4), (768, 32)}
     assert (micro[["landing_us", "svd_retraction_us", "qr_retraction_us", "speedup_svd"]] > 0).all().all()
     # fp64 stable rank at 768², rank 8, factored vs dense SVD: ≈ 2k·EPS64·√(mn) ≈ 3e-12 (measured 1.8e-15)
@@ -50,6 +58,8 @@ def test_quick_cli_prints_ratios_json_and_writes_results(tmp_path):
     ({"dtype": "float64"}, "dtype must be one of"),
     ({"ranks": (0,)}, "ranks must be"),
     ({"repeats": 0}, "repeats must be >= 1"),
+    ({"repeats": 5, "max_repeats": 3}, "max_repeats must be >= repeats=5"),
+    ({"target_spread": 0}, "target_spread must be > 0"),
 ])
 def test_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -71,3 +81,30 @@ def test_padded_tokens_counts_each_batch_at_its_longest():
 def test_config_from_a_notebook_namespace_takes_only_its_fields():
     namespace = {"model": "tiny-llama", "ranks": [4, 8], "threads": 1, "figures_dir": "x", "np": object()}
     assert BenchConfig.from_namespace(namespace) == BenchConfig(model="tiny-llama", ranks=(4, 8), threads=1)
+
+
+def synthetic_steps(spreads: dict[str, float]) -> pd.DataFrame:
+    """Four rounds: LoRA 1 s; each method 2 s × (1 ± its spread) in alternate rounds (its ratio's IQR)."""
+    rows = []
+    for round_ in range(4):
+        for method, spread in {"lora": 0.0, **spreads}.items():
+            factor = 1 if method == "lora" else 2 * (1 + spread * (-1) ** round_)
+            rows.append({"method": method, "r": 8, "round": round_, "step_s": factor, "optimizer_s": factor / 10,
+                         "peak_bytes": 1, "excess_bytes": 1, "trainable_params": 1})
+    return pd.DataFrame(rows)
+
+
+def test_noisy_ratios_names_those_whose_interquartile_range_is_too_wide():
+    summary = summarize_steps(synthetic_steps({"polar": 0.01, "stella": 0.2}))
+    # ratios 2(1 ± s) in alternate rounds: quartiles at 2(1 − s) and 2(1 + s), IQR/median = 2s
+    assert noisy_ratios(summary, 0.1) == ["stella r=8 step", "stella r=8 optimizer"]
+    assert noisy_ratios(summary, 0.5) == [] and noisy_ratios(summary, 0.01) == [
+        "polar r=8 step", "polar r=8 optimizer", "stella r=8 step", "stella r=8 optimizer"]
+
+
+def test_batched_speedups_pairs_each_per_layer_row_with_its_batched_row():
+    steps = synthetic_steps({"polar": 0.0, f"polar {PER_LAYER}": 0.0})
+    steps.loc[steps.method == f"polar {PER_LAYER}", "optimizer_s"] *= 3
+    table = batched_speedups(summarize_steps(steps))
+    assert table[["method", "r"]].values.tolist() == [["polar", 8]]
+    assert table.speedup.iloc[0] == pytest.approx(3.0)
