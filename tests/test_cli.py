@@ -16,16 +16,23 @@ MODULES = ("finetune", "evaluate", "bench", "export")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def help_usage(command: list[str]) -> str:
-    result = subprocess.run(command + ["--help"], capture_output=True, text=True, env=ENV)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout.splitlines()[0]
+@pytest.fixture(scope="module")
+def installed_usage() -> dict[str, str]:
+    """The first line of ``polar-<module> --help`` for each installed script, the four run side by side."""
+    processes = {module: subprocess.Popen([str(Path(sys.executable).parent / f"polar-{module}"), "--help"],
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                 for module in MODULES}
+    usage = {}
+    for module, process in processes.items():
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]
+        usage[module] = out.splitlines()[0]
+    return usage
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_installed_command_names_itself(module):
-    script = Path(sys.executable).parent / f"polar-{module}"
-    assert help_usage([str(script)]).startswith(f"usage: polar-{module} ")
+def test_installed_command_names_itself(module, installed_usage):
+    assert installed_usage[module].startswith(f"usage: polar-{module} ")
 
 
 @pytest.mark.parametrize("module", MODULES)

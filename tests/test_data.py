@@ -293,26 +293,3 @@ def test_unreachable_source_says_how_to_work_offline(monkeypatch, tmp_path, no_d
     published.unlink()
     with pytest.raises(ConnectionError, match="cannot download math/AQuA/test.json .*POLAR_DATA"):
         data.load_task("aqua")
-
-
-def test_a_wheel_ships_the_task_registry(tmp_path):
-    """A plain ``pip install`` (no checkout beside it) still finds data/tasks.yaml and data/sources.csv."""
-    import shutil
-    import subprocess
-    import sys
-
-    root, src = Path(polar_lib.__file__).resolve().parents[1], tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(root / name, src)
-    for name in ("polar_lib", "data"):
-        shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "wheel", src], check=True)
-    subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", *(tmp_path / "wheel").glob("*.whl")],
-                   check=True)
-    code = "from polar_lib import data; print(data.REGISTRY_DIR); print(*sorted(data.task_names()))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}).stdout.splitlines()
-    assert Path(out[0]).is_relative_to(tmp_path / "site")
-    assert out[1].split() == sorted(data.task_names())

@@ -49,40 +49,52 @@ def error_lines(capsys):
     return [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
 
 
-@pytest.mark.parametrize("method", EXPORTABLE)
-def test_export_reloads_without_polar_lib_with_the_same_logits(method, base_dir, tmp_path, token_batch):
-    model = adapted(method, base_dir)
-    with torch.no_grad():
-        expected = model(token_batch).logits
-    model.save_pretrained(tmp_path / "adapter")
-    for to in ("lora", "merged"):
-        export_main([str(tmp_path / "adapter"), "--to", to, "--output", str(tmp_path / to)])
-    config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
-    assert config["peft_type"] == "LORA" and config["use_dora"] == (method == "dora")
-    assert (config["r"], config["lora_alpha"], config["task_type"]) == (4, 8, "CAUSAL_LM")
-    assert not [key for key in load_file(tmp_path / "lora" / "adapter_model.safetensors") if "lora_S" in key]
-    torch.save(token_batch, tmp_path / "inputs.pt")
+@pytest.fixture(scope="module")
+def exported(base_dir, tmp_path_factory):
+    """Every exportable method's adapter saved, exported to LoRA and merged, then all reloaded in one
+    fresh process without polar_lib: per method, its logits before export and the reloaded ones."""
+    root = tmp_path_factory.mktemp("exported")
+    token_batch = torch.randint(0, 1000, (2, 9), generator=torch.Generator().manual_seed(1))
+    torch.save(token_batch, root / "inputs.pt")
+    expected = {}
+    for method in EXPORTABLE:
+        model = adapted(method, base_dir)
+        with torch.no_grad():
+            expected[method] = model(token_batch).logits
+        model.save_pretrained(root / method / "adapter")
+        for to in ("lora", "merged"):
+            export_main([str(root / method / "adapter"), "--to", to, "--output", str(root / method / to)])
     run_fresh_process(f"""
         import sys, torch
         from peft import PeftModel
         from peft.tuners.lora import LoraLayer
         from transformers import AutoModelForCausalLM
-        inputs = torch.load("{tmp_path / 'inputs.pt'}")
-        base = AutoModelForCausalLM.from_pretrained("{base_dir}")
-        lora = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base_dir}"), "{tmp_path / 'lora'}")
-        merged = AutoModelForCausalLM.from_pretrained("{tmp_path / 'merged'}")
-        with torch.no_grad():
-            logits = {{name: m(inputs).logits for name, m in (("base", base), ("lora", lora), ("merged", merged))}}
-        logits["layers"] = sorted({{f"{{type(m).__module__}}.{{type(m).__name__}}" for m in lora.modules()
-                                    if isinstance(m, LoraLayer)}})
+        inputs = torch.load("{root / 'inputs.pt'}")
+        logits = {{"base": AutoModelForCausalLM.from_pretrained("{base_dir}")(inputs).logits.detach()}}
+        for method in {EXPORTABLE!r}:
+            lora = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base_dir}"), "{root}/" + method + "/lora")
+            merged = AutoModelForCausalLM.from_pretrained("{root}/" + method + "/merged")
+            with torch.no_grad():
+                logits[method] = {{"lora": lora(inputs).logits, "merged": merged(inputs).logits}}
+            logits[method]["layers"] = sorted({{f"{{type(m).__module__}}.{{type(m).__name__}}" for m in lora.modules()
+                                               if isinstance(m, LoraLayer)}})
         assert "polar_lib" not in sys.modules
-        torch.save(logits, "{tmp_path / 'reloaded.pt'}")
+        torch.save(logits, "{root / 'reloaded.pt'}")
     """)
-    reloaded = torch.load(tmp_path / "reloaded.pt")
-    assert reloaded["layers"] == ["peft.tuners.lora.layer.Linear"]  # stock PEFT LoRA layers
-    assert (reloaded["base"] - expected).abs().max() > 100 * LOGITS_ATOL  # the adapter matters (measured ≥ 0.78)
+    return root, expected, torch.load(root / "reloaded.pt")
+
+
+@pytest.mark.parametrize("method", EXPORTABLE)
+def test_export_reloads_without_polar_lib_with_the_same_logits(method, exported):
+    root, expected, reloaded = exported
+    config = json.loads((root / method / "lora" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["use_dora"] == (method == "dora")
+    assert (config["r"], config["lora_alpha"], config["task_type"]) == (4, 8, "CAUSAL_LM")
+    assert not [key for key in load_file(root / method / "lora" / "adapter_model.safetensors") if "lora_S" in key]
+    assert reloaded[method]["layers"] == ["peft.tuners.lora.layer.Linear"]  # stock PEFT LoRA layers
+    assert (reloaded["base"] - expected[method]).abs().max() > 100 * LOGITS_ATOL  # the adapter matters (measured ≥ 0.78)
     for to in ("lora", "merged"):
-        assert torch.allclose(reloaded[to], expected, atol=LOGITS_ATOL, rtol=0), to
+        assert torch.allclose(reloaded[method][to], expected[method], atol=LOGITS_ATOL, rtol=0), to
 
 
 @pytest.mark.parametrize("to", ["lora", "merged"])

@@ -11,13 +11,28 @@ from polar_lib.train import RunConfig, load_run, load_trained, train
 from .conftest import reload_in_fresh_process
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Every method trained on MiniLM (real weights) as a BoolQ classifier on 64 real training questions,
+    40 steps (5 epochs); then all reloaded with stock PEFT in one fresh process, which asserts identical
+    logits (``reload_in_fresh_process``). Per method: its run directory and its reloaded layer classes."""
+    root = tmp_path_factory.mktemp("methods")
+    runs, models = {}, {}
+    for method in METHODS:
+        config = RunConfig(model="minilm-l6", method=method, task="boolq", r=4, max_steps=40, batch_size=8,
+                           max_length=64, train_limit=64, save_steps=40)
+        runs[method] = train(config, root / "runs", progress=False)
+        models[method], tokenizer = load_trained(runs[method])
+    questions = [format_classifier_input(e) for e in load_task("boolq", split="test", limit=4)]
+    inputs = dict(tokenizer(questions, padding=True, return_tensors="pt"))
+    layers = reload_in_fresh_process(models, inputs, root, base="minilm-l6", task="sequence-classification")
+    return runs, layers
+
+
 @pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_trains_saves_and_reloads(method, tmp_path):
-    # MiniLM (real weights) as a BoolQ classifier on 64 real training questions, 40 steps (5 epochs).
-    config = RunConfig(model="minilm-l6", method=method, task="boolq", r=4, max_steps=40, batch_size=8,
-                       max_length=64, train_limit=64, save_steps=40)
-    run_dir = train(config, tmp_path, progress=False)
-    metrics = load_run(run_dir)[1]
+def test_every_method_trains_saves_and_reloads(method, trained):
+    runs, layers = trained
+    metrics = load_run(runs[method])[1]
     losses = metrics["loss_history"]
     assert metrics["steps"] == 40
     # No claim that it learns: BoolQ questions without their passage stay near the majority class in
@@ -25,11 +40,7 @@ def test_every_method_trains_saves_and_reloads(method, tmp_path):
     # to assert). The claim is that training runs and does not blow up: 2-class cross-entropy is
     # log 2 = 0.69 for a uniform guess (measured ≤ 0.77 on every step); 5·log 2 = 3.47 leaves ≥ 4×.
     assert all(math.isfinite(v) for v in losses) and max(losses) < 5 * math.log(2), losses
-
-    model, tokenizer = load_trained(run_dir)
-    questions = [format_classifier_input(e) for e in load_task("boolq", split="test", limit=4)]
-    inputs = dict(tokenizer(questions, padding=True, return_tensors="pt"))
-    reload_in_fresh_process({method: model}, inputs, tmp_path, base="minilm-l6", task="sequence-classification")
+    assert layers[method]  # reloaded in the fresh process with identical logits, as adapter layers
 
 
 def test_registry_builds_each_method_and_rejects_unknown_names():

