@@ -82,9 +82,7 @@ STYLES = {("lora-gd", "small"): dict(color="tab:orange"), ("lora-gd", "lora"): d
 
 # %%
 start = time.perf_counter()
-results = toy.run_grid(problem, kappas=kappas, ranks=ranks, runs=[tuple(run) for run in runs],
-                       step_sizes=step_sizes, iterations=iterations, m=m, n=n, target_rank=target_rank,
-                       seed=seed, init_scale=init_scale, landing_lambda=landing_lambda)
+results = toy.run_grid(**toy.grid_arguments(globals()))  # the parameters cell's values
 rates = toy.fit_rates(results)
 print(f"{len(rates)} runs of {iterations} iterations in {time.perf_counter() - start:.1f} s")
 rates.drop(columns="label")

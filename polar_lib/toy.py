@@ -35,6 +35,7 @@ orthogonality = max(‖XᵀX − I‖_F, ‖YᵀY − I‖_F) for the PoLAR solv
 """
 from __future__ import annotations
 
+import inspect
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -320,6 +321,7 @@ def run_grid(kind: str = "factorisation", *, kappas=(1.0, 5.0, 30.0), ranks=(4, 
 
     Columns: solver, init, kappa, r, iteration, loss (relative excess loss), orthogonality.
     ``runs`` lists (solver, init) pairs; ``step_sizes`` overrides ``DEFAULT_STEP_SIZES`` per solver.
+    ``grid_arguments(namespace)`` picks these arguments out of a notebook's parameters.
     """
     steps = dict(DEFAULT_STEP_SIZES)
     for solver in (step_sizes or {}):
@@ -330,7 +332,7 @@ def run_grid(kind: str = "factorisation", *, kappas=(1.0, 5.0, 30.0), ranks=(4, 
     for kappa in kappas:
         problem = make_problem(kind, m=m, n=n, target_rank=target_rank, kappa=kappa, seed=seed)
         for r in ranks:
-            for solver, init in runs:
+            for solver, init in map(tuple, runs):
                 run = solve(problem, solver, r, init=init, step_size=steps[solver], iterations=iterations,
                             seed=seed, init_scale=init_scale, landing_lambda=landing_lambda,
                             record_every=record_every)
@@ -338,6 +340,14 @@ def run_grid(kind: str = "factorisation", *, kappas=(1.0, 5.0, 30.0), ranks=(4, 
                     "solver": solver, "init": init, "kappa": float(kappa), "r": r,
                     "iteration": run.iterations, "loss": run.losses, "orthogonality": run.orthogonality}))
     return pd.concat(frames, ignore_index=True)
+
+
+def grid_arguments(namespace: dict) -> dict:
+    """The arguments of ``run_grid`` found in ``namespace`` (a notebook's ``globals()``), its ``problem``
+    as ``kind``: the parameters cell's values, passed without retyping them."""
+    names = set(inspect.signature(run_grid).parameters) - {"kind"}
+    return {name: namespace[name] for name in names if name in namespace} | (
+        {"kind": namespace["problem"]} if "problem" in namespace else {})
 
 
 @dataclass(frozen=True)

@@ -315,3 +315,13 @@ def test_section_8_observations_at_kappa_5():
         assert fits[key][0].kind == "linear" and fits[key][1] < 1e-8, key  # measured ≤ 1.4e-17
     exact = toy.solve(problem, "lora-gd", 4, init="small", iterations=2000)
     assert exact.losses[-1] < 1e-20  # r = r*: GD from the small init is linear too (measured 1e-30)
+
+
+def test_grid_arguments_take_a_notebooks_parameters_without_retyping():
+    namespace = {"problem": "sensing", "kappas": [1, 5], "ranks": [4], "runs": [["polar-rgd", "paper"]],
+                 "iterations": 3, "seed": 2, "plot_every": 1, "figures_dir": "x", "time": object()}
+    arguments = toy.grid_arguments(namespace)
+    assert arguments == {"kind": "sensing", "kappas": [1, 5], "ranks": [4], "runs": [["polar-rgd", "paper"]],
+                         "iterations": 3, "seed": 2}
+    frame = toy.run_grid(**arguments)  # lists from a YAML profile are accepted as (solver, init) pairs
+    assert set(frame.solver) == {"polar-rgd"} and set(frame.kappa) == {1.0, 5.0} and frame.iteration.max() <= 3
