@@ -74,13 +74,23 @@ from .methods import METHODS, make_optimizer, prepare
 from .models import load_model
 from .stable_rank import benchmark_stable_rank
 
-__all__ = ["BenchConfig", "QUICK", "PAPER_MICRO_US", "run_benchmark", "step_benchmark", "summarize_steps",
+__all__ = ["BenchConfig", "QUICK", "GPU", "GPU_QUICK", "RANDOM_SHAPES", "PAPER_MICRO_US", "run_benchmark", "step_benchmark", "summarize_steps",
            "noisy_ratios", "batched_speedups", "PER_LAYER",
            "micro_benchmark", "summarize_micro", "ratios_json", "save_results", "load_results", "main",
            "PADDINGS", "padded_tokens", "padding_cost"]
 
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 REFERENCE = "lora"
+# Models with random weights in a published model's shape, built on the device in the benchmark's dtype:
+# "random:<shape>" needs no download (the GPU benchmark's Llama-2-7B: hidden 4096, MLP 11008, 32 heads).
+RANDOM_SHAPES = {
+    "llama-2-7b": dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
+                       num_hidden_layers=32, vocab_size=32000, max_position_embeddings=4096),
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3,
+                         num_hidden_layers=30, vocab_size=49152, max_position_embeddings=2048,
+                         tie_word_embeddings=True),
+}
+RANDOM = "random:"
 PER_LAYER = "(per-layer)"  # suffix of a hooked optimizer's per-layer reference in the tables
 MICRO_BLOCK_S = 0.02
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -98,7 +108,9 @@ PAPER_MICRO_US = {
 class BenchConfig:
     """Everything one benchmark run depends on; the defaults are the full CPU run.
 
-    model: a ``polar_lib.models.load_model`` name or hub id; methods: names in ``METHODS`` (must
+    model: a ``polar_lib.models.load_model`` name or hub id, or ``"random:<shape>"`` (a Llama with random
+    weights in a shape of ``RANDOM_SHAPES``, built on the device: no download), with ``layers`` of its
+    decoder layers (0: all); methods: names in ``METHODS`` (must
     include ``"lora"``, the reference); ranks: adapter ranks (α = 2r, dropout 0.05);
     target_modules: module names to adapt; batch_size × seq_len: the random token batch;
     warmup, repeats: untimed and timed steps per model — at least ``repeats`` rounds, more (up to
@@ -113,6 +125,7 @@ class BenchConfig:
     """
 
     model: str = "smollm2-135m"
+    layers: int = 0
     methods: tuple[str, ...] = tuple(METHODS)
     ranks: tuple[int, ...] = (8,)
     target_modules: tuple[str, ...] = LLAMA_TARGETS
@@ -147,6 +160,10 @@ class BenchConfig:
             raise ValueError(f"methods must be names from {tuple(METHODS)} and include {REFERENCE!r} (the "
                              f"reference), got {self.methods!r}")
         check_choice("dtype", self.dtype, DTYPES)
+        if self.model.startswith(RANDOM):
+            check_choice("random model shape", self.model.removeprefix(RANDOM), RANDOM_SHAPES)
+        if self.layers < 0:
+            raise ValueError(f"layers must be >= 0 (0: all of the model's), got {self.layers!r}")
         for name in ("batch_size", "seq_len", "repeats", "micro_repeats", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -161,6 +178,14 @@ class BenchConfig:
             raise ValueError(f"ranks must be a non-empty list of positive integers, got {self.ranks!r}")
 
 
+# `--device cuda`: Llama-2-7B's shape in bf16 (random weights, no download) at the paper's ranks, batch
+# 4 × 512; `--quick --device cuda` (under 5 minutes on one GPU): 4 of its 32 decoder layers, a short sweep.
+GPU = BenchConfig(model=f"{RANDOM}llama-2-7b", ranks=(4, 8, 16, 32), batch_size=4, seq_len=512, warmup=3,
+                  repeats=10, micro_sizes=(768, 4096, 11008), micro_ranks=(4, 32, 64, 256), micro_repeats=10,
+                  dense_landing=True, stable_rank_size=4096, stable_rank_k=32, device="cuda", dtype="bfloat16",
+                  threads=1)
+GPU_QUICK = BenchConfig(**{**asdict(GPU), "layers": 4, "repeats": 5, "max_repeats": 10, "micro_sizes": (4096, 11008),
+                           "micro_ranks": (4, 32), "micro_repeats": 5})
 QUICK = BenchConfig(model="tiny-llama", batch_size=2, seq_len=32, warmup=1, repeats=5, max_repeats=5, micro_sizes=(768,),
                     micro_ranks=(4, 32), micro_repeats=5, stable_rank_size=768, stable_rank_k=8)
 
@@ -237,6 +262,30 @@ def _peak_step_bytes(model, optimizer, batch, device) -> int:
     return own + peak
 
 
+def _bench_model(config: BenchConfig, device: torch.device):
+    """The model every method adapts, in training mode on ``device``: ``load_model``'s, or for
+    ``"random:<shape>"`` a Llama of that shape with random weights created on the device in the dtype."""
+    if not config.model.startswith(RANDOM):
+        base, _ = load_model(config.model, dtype=DTYPES[config.dtype], seed=config.seed)
+        if config.layers:
+            base.model.layers = base.model.layers[:config.layers]
+            base.config.num_hidden_layers = config.layers
+        return base.to(device).train()
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shape = dict(RANDOM_SHAPES[config.model.removeprefix(RANDOM)])
+    shape["num_hidden_layers"] = config.layers or shape["num_hidden_layers"]
+    torch.manual_seed(config.seed)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(DTYPES[config.dtype])
+    try:
+        with device:
+            model = LlamaForCausalLM(LlamaConfig(**shape))
+    finally:
+        torch.set_default_dtype(default)
+    return model.train()
+
+
 def step_benchmark(config: BenchConfig, log=print) -> pd.DataFrame:
     """Time training steps of every method × rank of ``config`` round-robin (see the module docstring).
 
@@ -245,8 +294,7 @@ def step_benchmark(config: BenchConfig, log=print) -> pd.DataFrame:
     training adds on top of the model) and ``trainable_params``.
     """
     device = torch.device(config.device)
-    base, _ = load_model(config.model, dtype=DTYPES[config.dtype], seed=config.seed)
-    base.to(device).train()
+    base = _bench_model(config, device)
     generator = torch.Generator().manual_seed(config.seed)
     tokens = torch.randint(0, base.config.vocab_size, (config.batch_size, config.seq_len), generator=generator)
     batch = {"input_ids": tokens.to(device), "labels": tokens.to(device)}
@@ -385,6 +433,8 @@ def micro_benchmark(config: BenchConfig, log=print) -> pd.DataFrame:
                    "qr_retraction": lambda: qr_retraction(Z + G)}
             if config.dense_landing:
                 ops["landing_dense"] = lambda: Z - dense_landing_field(Z, G, 1.0)
+            if device.type == "cuda":  # StelLA's cuSOLVER path: gesvda, with the default driver where it fails
+                ops["svd_gesvda_retraction"] = lambda: polar_retraction(Z + G, svd_driver="gesvda")
             numbers = {}
             for op, fn in ops.items():  # warm-up, then calls per block so that a block lasts ≥ MICRO_BLOCK_S
                 fn()
@@ -412,7 +462,8 @@ def summarize_micro(micro: pd.DataFrame) -> pd.DataFrame:
         row = {"n": n, "r": r}
         for op in wide.columns:
             row[f"{op}_us"] = float(wide[op].median() * 1e6)
-        for op, name in (("svd_retraction", "svd"), ("qr_retraction", "qr"), ("landing_dense", "dense")):
+        for op, name in (("svd_retraction", "svd"), ("qr_retraction", "qr"), ("landing_dense", "dense"),
+                         ("svd_gesvda_retraction", "gesvda")):
             if op in wide.columns:
                 row[f"speedup_{name}_q25"], row[f"speedup_{name}"], row[f"speedup_{name}_q75"] = \
                     _quartiles(wide[op] / wide["landing"])
@@ -516,7 +567,8 @@ def main(argv=None) -> None:
     """Command line: ``polar-bench [--quick] [--model M] [--ranks 4,8] ...``."""
     parser = argparse.ArgumentParser(prog=prog("bench"), description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny random model, small micro sweep (< 1 min on "
-                        "2 cores); prints the ratios as a JSON object on the last line, writes no file")
+                        "2 cores; with --device cuda: 4 Llama-2-7B-shaped layers in bf16, < 5 min on one GPU); "
+                        "prints the ratios as a JSON object on the last line, writes no file")
     parser.add_argument("--output", default=None, help="results file (default: runs/bench/results-<date-time>.json; "
                         "none with --quick); an existing file is refused unless --overwrite")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
@@ -534,7 +586,10 @@ def main(argv=None) -> None:
     output = args.output or (None if args.quick else time.strftime("runs/bench/results-%Y%m%d-%H%M%S.json"))
     if output and Path(output).exists() and not args.overwrite:
         parser.error(f"--output {output} exists: choose another path or pass --overwrite")
-    preset = QUICK if args.quick else BenchConfig()
+    if args.device is not None and args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA GPU is visible (torch.cuda.is_available() is False)")
+    on_gpu = args.device is not None and args.device.startswith("cuda")
+    preset = (GPU_QUICK if args.quick else GPU) if on_gpu else (QUICK if args.quick else BenchConfig())
     overrides = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if getattr(args, f.name) is not None}
     config = BenchConfig(**{**asdict(preset), **overrides})
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import pandas as pd
 
@@ -108,3 +109,28 @@ def test_batched_speedups_pairs_each_per_layer_row_with_its_batched_row():
     table = batched_speedups(summarize_steps(steps))
     assert table[["method", "r"]].values.tolist() == [["polar", 8]]
     assert table.speedup.iloc[0] == pytest.approx(3.0)
+
+
+def test_random_shape_model_is_built_on_the_device_in_the_dtype():
+    from polar_lib.bench import RANDOM_SHAPES, _bench_model
+
+    config = BenchConfig(model="random:smollm2-135m", layers=1, dtype="bfloat16")
+    model = _bench_model(config, torch.device("cpu"))
+    shape = RANDOM_SHAPES["smollm2-135m"]
+    assert model.training and len(model.model.layers) == 1
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.model.layers[0].mlp.up_proj.weight.shape == (shape["intermediate_size"], shape["hidden_size"])
+    assert torch.get_default_dtype() == torch.float32  # restored
+
+
+def test_gpu_presets_and_a_missing_gpu(capsys):
+    from polar_lib.bench import GPU, GPU_QUICK, main
+
+    assert (GPU.model, GPU.dtype, GPU.device, GPU.ranks) == ("random:llama-2-7b", "bfloat16", "cuda", (4, 8, 16, 32))
+    assert GPU_QUICK.layers == 4 and GPU_QUICK.ranks == GPU.ranks
+    with pytest.raises(ValueError, match="random model shape must be one of"):
+        BenchConfig(model="random:gpt-5")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            main(["--quick", "--device", "cuda"])
+        assert "--device cuda: no CUDA GPU is visible" in capsys.readouterr().err
