@@ -75,7 +75,7 @@ from .models import load_model
 from .stable_rank import benchmark_stable_rank
 
 __all__ = ["BenchConfig", "QUICK", "GPU", "GPU_QUICK", "RANDOM_SHAPES", "PAPER_MICRO_US", "run_benchmark", "step_benchmark", "summarize_steps",
-           "noisy_ratios", "batched_speedups", "PER_LAYER",
+           "noisy_ratios", "batched_speedups", "PER_LAYER", "GOALS", "goal_verdicts",
            "micro_benchmark", "summarize_micro", "ratios_json", "save_results", "load_results", "main",
            "PADDINGS", "padded_tokens", "padding_cost"]
 
@@ -354,6 +354,27 @@ def noisy_ratios(summary: pd.DataFrame, target_spread: float) -> list[str]:
     return wide
 
 
+# The project's performance goals (ratios to LoRA + AdamW at equal rank, SmolLM2, 2 threads): (method,
+# which ratio, the rank it is set at (None: every rank, the worst counts), the most it may be).
+GOALS = (("polar", "optimizer", 8, 1.5), ("stella", "optimizer", 8, 2.5), ("lora+adaprelora", "optimizer", 8, 3.0),
+         ("polar", "step", None, 1.05))
+
+
+def goal_verdicts(summary: pd.DataFrame) -> pd.DataFrame:
+    """Each of ``GOALS`` that ``summary`` measured: ``goal`` (in words), ``measured`` (the ratio; the
+    worst over ranks for an every-rank goal), ``holds``. Goals at a rank the run did not time are left out."""
+    rows = []
+    for method, ratio, r, bound in GOALS:
+        timed = summary[(summary.method == method) & ((summary.r == r) if r is not None else True)]
+        if len(timed):
+            where = f"at r = {r}" if r is not None else "at every r"
+            measured = float(timed[f"{ratio}_ratio"].max())
+            what = {"optimizer": "optimizer step", "step": "training step"}[ratio]
+            rows.append({"goal": f"{method}: {what} ≤ {bound}× LoRA's {where}", "measured": measured,
+                         "holds": measured <= bound})
+    return pd.DataFrame(rows, columns=["goal", "measured", "holds"])
+
+
 def batched_speedups(summary: pd.DataFrame) -> pd.DataFrame:
     """Per hooked method and rank: its optimizer step per layer against batched (``per_layer_s``,
     ``batched_s``, ``speedup`` = their ratio, > 1: batching helps), from a summary with per-layer rows."""
@@ -541,6 +562,10 @@ def _report(results: dict) -> str:
         text += [f"The machine was too noisy to trust these ratios: interquartile range above "
                  f"±{results['config']['target_spread']:.0%} of the median after "
                  f"{results['steps']['round'].max() + 1} rounds for " + ", ".join(results["noisy"])]
+    goals = goal_verdicts(results["summary"])
+    if len(goals):
+        text += ["", "Goals:"] + [f"  [{'holds' if row.holds else 'fails'}] {row.goal}: {row.measured:.2f}×"
+                                  for row in goals.itertuples()]
     speedups = batched_speedups(results["summary"])
     if len(speedups):
         text += ["", "Optimizer step, per layer against batched per shape (median s; speed-up > 1: batching helps):",

@@ -8,8 +8,8 @@ import torch
 
 import pandas as pd
 
-from polar_lib.bench import (PER_LAYER, QUICK, BenchConfig, batched_speedups, load_results, noisy_ratios,
-                             padded_tokens, save_results, summarize_steps)
+from polar_lib.bench import (PER_LAYER, QUICK, BenchConfig, batched_speedups, goal_verdicts, load_results,
+                             noisy_ratios, padded_tokens, save_results, summarize_steps)
 from polar_lib.methods import METHODS
 
 HOOKED = ("polar", "stella", "lora+adaprelora")  # timed twice: batched and per layer
@@ -134,3 +134,16 @@ def test_gpu_presets_and_a_missing_gpu(capsys):
         with pytest.raises(SystemExit):
             main(["--quick", "--device", "cuda"])
         assert "--device cuda: no CUDA GPU is visible" in capsys.readouterr().err
+
+
+def test_goal_verdicts_judge_only_the_ranks_a_run_timed():
+    steps = pd.concat([synthetic_steps({"polar": 0.0, "stella": 0.0}).assign(r=r) for r in (4, 8)])
+    steps.loc[(steps.method == "polar") & (steps.r == 4), "step_s"] *= 0.5  # polar's step: 1.0× at r=4, 2× at r=8
+    verdicts = goal_verdicts(summarize_steps(steps)).set_index("goal")
+    # synthetic ratios: every method 2× LoRA (optimizer and step) except polar's step at r = 4 (1×)
+    assert verdicts.measured.to_dict() == {"polar: optimizer step ≤ 1.5× LoRA's at r = 8": 2.0,
+                                           "stella: optimizer step ≤ 2.5× LoRA's at r = 8": 2.0,
+                                           "polar: training step ≤ 1.05× LoRA's at every r": 2.0}
+    assert verdicts.holds.tolist() == [False, True, False]
+    only_r4 = goal_verdicts(summarize_steps(steps[steps.r == 4]))
+    assert only_r4.goal.tolist() == ["polar: training step ≤ 1.05× LoRA's at every r"] and only_r4.holds.all()
