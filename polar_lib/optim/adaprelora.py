@@ -55,7 +55,8 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from .._checks import check_choice
-from .base import Hooks, check_optimizer_class, cpu_bytes, groups, hooked_optimizer, split_param_groups, work_dtype
+from .base import (Hooks, check_optimizer_class, copy_shards, cpu_bytes, groups, hooked_optimizer,
+                   split_param_groups, sum_over_ranks, whole, work_dtype)
 
 BETA2_DECAY = -0.8           # β̂₂,t = 1 − t^(−0.8)
 EPS1 = 1e-30                 # ε₁ inside rowsum(G∘G + ε₁)
@@ -290,10 +291,11 @@ class AdaPreLoRAHooks(Hooks):
             if pair.scaling == 0:
                 raise ValueError(f"AdaPreLoRA: {pair.key} has scaling 0 (lora_alpha = 0), so ΔW = s·BA ≡ 0")
         s = torch.tensor([pair.scaling for pair in group], dtype=dtype, device=device)[:, None, None]
-        A = torch.stack([pair.A.detach() for pair in group]).to(dtype)
-        B_bar = s * torch.stack([pair.B.detach() for pair in group]).to(dtype)
-        g_A = torch.stack([pair.A.grad if pair.A.grad is not None else torch.zeros_like(pair.A) for pair in group])
-        g_B = torch.stack([pair.B.grad if pair.B.grad is not None else torch.zeros_like(pair.B) for pair in group])
+        A = torch.stack(whole([pair.A.detach() for pair in group])).to(dtype)  # whole where sharded (optim.base)
+        B_bar = s * torch.stack(whole([pair.B.detach() for pair in group])).to(dtype)
+        zero = lambda p: torch.zeros(p.shape, dtype=dtype, device=device)
+        g_A = torch.stack(whole([pair.A.grad if pair.A.grad is not None else zero(pair.A) for pair in group]))
+        g_B = torch.stack(whole([pair.B.grad if pair.B.grad is not None else zero(pair.B) for pair in group]))
         g_A, g_B = g_A.to(dtype), g_B.to(dtype) / s
         own = [self._state(state, pair, dtype, device) for pair in group]
 
@@ -322,17 +324,18 @@ class AdaPreLoRAHooks(Hooks):
                 if param.grad is not None:  # a factor without a gradient does not move
                     grads.append(param.grad)
                     directions.append(direction)
-        torch._foreach_copy_(grads, directions)
+        copy_shards(grads, directions)
 
     def _exact_statistics(self, group, B_bar, A, g_A, g_B):
         """Row/column sums of the captured exact G (k, m, n), matched to the clipped / unscaled autograd
-        gradients by one least-squares scale c per layer: c = ⟨e, g⟩/⟨e, e⟩ for e = (B̄ᵀG, G Aᵀ)."""
+        gradients by one least-squares scale c per layer: c = ⟨e, g⟩/⟨e, e⟩ for e = (B̄ᵀG, G Aᵀ). Sharded
+        factors: each rank's G (from its own tokens) is summed over the ranks first; c absorbs FSDP's 1/world."""
         for pair in group:
             if pair.exact_G is None:
                 raise RuntimeError(f"exact_statistics: no exact gradient was captured for {pair.key} although "
                                    "its factors have gradients (a forward other than y += s·B A x, gradient "
                                    "checkpointing, or hooks removed); use exact_statistics=False")
-        G = torch.stack([pair.exact_G for pair in group]).to(A.dtype)
+        G = torch.stack([sum_over_ranks(pair.exact_G, pair.A) for pair in group]).to(A.dtype)
         eA, eB = B_bar.mT @ G, G @ A.mT
         dims = (-2, -1)
         num = (eA * g_A).sum(dim=dims) + (eB * g_B).sum(dim=dims)

@@ -19,6 +19,12 @@ Factors of one shape, dtype and device are stepped together: ``groups`` collects
 stack each group into one (k, …) batch, compute once with batched kernels and write back with
 ``torch._foreach_*``. ``optimizer.batched = False`` makes every group a single factor: the per-layer
 reference the tests compare against, and the benchmark's baseline.
+
+Sharded factors (FSDP2's ``fully_shard``: parameters and gradients are DTensors, rows split over the
+ranks): the hooks read each factor and gradient whole (``whole``: one all-gather each, issued together)
+and write back only the rank's own shard (``copy_shards``), so every rank runs the single-process maths
+on the same whole operands, and the base optimizer steps its shard (docs/runtime.md, 'Sharded training
+(FSDP2)'). Plain tensors pass through both untouched.
 """
 from __future__ import annotations
 
@@ -27,6 +33,11 @@ from typing import Callable, Hashable, Iterable, Sequence, TypeVar
 
 import torch
 from torch import nn
+
+if torch.distributed.is_available():
+    from torch.distributed.tensor import DTensor, Partial, Replicate, distribute_tensor
+else:  # a torch build without torch.distributed: no tensor is ever a DTensor
+    DTensor = ()
 
 T = TypeVar("T")
 
@@ -86,14 +97,39 @@ def cpu_bytes(weight: torch.Tensor) -> int:
     return weight.numel() * work_dtype(weight.dtype).itemsize if weight.device.type == "cpu" else 0
 
 
+def whole(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor whole, as a plain tensor: a plain one as it is; a DTensor (a sharded parameter or gradient)
+    all-gathered, the gathers of the list issued together (async) and awaited on first use."""
+    return [t.redistribute(placements=[Replicate()] * t.device_mesh.ndim, async_op=True).to_local()
+            if isinstance(t, DTensor) else t for t in tensors]
+
+
+def copy_shards(targets: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+    """``targets[i] ← values[i]`` in one ``_foreach_copy_``; a DTensor target takes only its own shard of the
+    whole ``values[i]`` (split locally, no communication: every rank holds the same whole value)."""
+    torch._foreach_copy_([t.to_local() if isinstance(t, DTensor) else t for t in targets],
+                         [distribute_tensor(v, t.device_mesh, t.placements, src_data_rank=None).to_local()
+                          if isinstance(t, DTensor) else v for t, v in zip(targets, values)])
+
+
+def sum_over_ranks(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over the ranks of ``like``'s device mesh (one all-reduce) if ``like`` is a DTensor, else
+    ``tensor`` itself."""
+    if not isinstance(like, DTensor):
+        return tensor
+    return DTensor.from_local(tensor, like.device_mesh, [Partial()] * like.device_mesh.ndim).full_tensor()
+
+
 def stack_tall(weights: Sequence[torch.Tensor], transposed: Sequence[bool], dtype: torch.dtype) -> torch.Tensor:
-    """(k, n, r) copy, in ``dtype``, of tall factors stored as they are (n×r) or transposed (r×n)."""
-    return torch.stack([w.mT if t else w for w, t in zip(weights, transposed)]).to(dtype)
+    """(k, n, r) copy, in ``dtype``, of tall factors stored as they are (n×r) or transposed (r×n); whole
+    factors where they are sharded (``whole``)."""
+    return torch.stack([w.mT if t else w for w, t in zip(whole(weights), transposed)]).to(dtype)
 
 
 def write_tall(targets: Sequence[torch.Tensor], transposed: Sequence[bool], values: torch.Tensor) -> None:
-    """``targets[i] ← values[i]`` (transposed back where ``transposed[i]``), in one ``_foreach_copy_``."""
-    torch._foreach_copy_(list(targets), [v.mT if t else v for v, t in zip(values.unbind(0), transposed)])
+    """``targets[i] ← values[i]`` (transposed back where ``transposed[i]``), in one ``_foreach_copy_``; a sharded
+    target takes its own shard (``copy_shards``)."""
+    copy_shards(targets, [v.mT if t else v for v, t in zip(values.unbind(0), transposed)])
 
 
 class Hooks:
