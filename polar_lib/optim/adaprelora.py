@@ -178,6 +178,10 @@ class _Factors:
     def scaling(self) -> float:
         return float(self.module.scaling[self.adapter])
 
+    def refresh(self) -> None:
+        """A, B ← the layers' current weights (a wrapper may have replaced the parameters: ``optim.base``)."""
+        self.A, self.B = self.module.lora_A[self.adapter].weight, self.module.lora_B[self.adapter].weight
+
 
 def lora_factor_pairs(model: nn.Module) -> list[_Factors]:
     """Every trainable (A, B) pair of every ``LoraLayer`` (PoLAR-style subclasses included) whose
@@ -218,7 +222,7 @@ def _install_exact_hooks(pair: _Factors) -> None:
 
         def accumulate(grad_out):
             with torch.no_grad():
-                if pair.B.grad is None:
+                if lin_B.weight.grad is None:
                     pair.exact_G = None
                 dtype = torch.promote_types(grad_out.dtype, torch.float32)
                 dy = grad_out.reshape(-1, grad_out.shape[-1]).to(dtype) / pair.scaling
@@ -249,6 +253,8 @@ class AdaPreLoRAHooks(Hooks):
         return {pair.key for pair in self.pairs}
 
     def before_step(self, optimizer) -> None:
+        for pair in self.pairs:
+            pair.refresh()
         active = [pair for pair in self.pairs if pair.A.grad is not None or pair.B.grad is not None]
         key = lambda pair: (pair.A.shape, pair.B.shape, pair.A.dtype, pair.A.device)
         for group in groups(active, key, optimizer.batched, lambda pair: cpu_bytes(pair.B)):

@@ -20,11 +20,13 @@ stack each group into one (k, …) batch, compute once with batched kernels and 
 ``torch._foreach_*``. ``optimizer.batched = False`` makes every group a single factor: the per-layer
 reference the tests compare against, and the benchmark's baseline.
 
-Sharded factors (FSDP2's ``fully_shard``: parameters and gradients are DTensors, rows split over the
-ranks): the hooks read each factor and gradient whole (``whole``: one all-gather each, issued together)
-and write back only the rank's own shard (``copy_shards``), so every rank runs the single-process maths
-on the same whole operands, and the base optimizer steps its shard (docs/runtime.md, 'Sharded training
-(FSDP2)'). Plain tensors pass through both untouched.
+The hooks hold the adapters' layers and read their weights at each step, so parameters that a wrapper
+replaces after the optimizer was made (accelerate's FSDP2 ``prepare`` switches the optimizer's to the
+sharded ones) are followed. Sharded factors (FSDP2's ``fully_shard``: parameters and gradients are
+DTensors, rows split over the ranks): the hooks read each factor and gradient whole (``whole``: one
+all-gather each, issued together) and write back only the rank's own shard (``copy_shards``), so every
+rank runs the single-process maths on the same whole operands and the base optimizer steps its shard
+(docs/runtime.md, 'Sharded training (FSDP2)'). Plain tensors pass through both untouched.
 """
 from __future__ import annotations
 

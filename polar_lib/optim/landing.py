@@ -18,16 +18,21 @@ from .base import Hooks, cpu_bytes, groups, hooked_optimizer, split_param_groups
 DEFAULT_LANDING_LAMBDA = 5e-3  # the PoLAR scripts' value for LLMs (docs/polar.md, 'Choosing λ')
 
 
-def polar_factors(model: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter]]:
-    """(A, B) weight pairs of every trainable adapter of every PoLAR layer, found by module type."""
+def polar_layers(model: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
+    """(``lora_A``, ``lora_B``) layers of every trainable adapter of every PoLAR layer, found by module type."""
     pairs = []
     for module in model.modules():
         if isinstance(module, PolarLinear):
             for adapter in module.lora_A:
-                A, B = module.lora_A[adapter].weight, module.lora_B[adapter].weight
-                if A.requires_grad and B.requires_grad:
-                    pairs.append((A, B))
+                lin_A, lin_B = module.lora_A[adapter], module.lora_B[adapter]
+                if lin_A.weight.requires_grad and lin_B.weight.requires_grad:
+                    pairs.append((lin_A, lin_B))
     return pairs
+
+
+def polar_factors(model: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter]]:
+    """(A, B) weight pairs of every trainable adapter of every PoLAR layer (``polar_layers``' weights)."""
+    return [(lin_A.weight, lin_B.weight) for lin_A, lin_B in polar_layers(model)]
 
 
 def apply_landing_field(pairs, landing_lambda: float, field: str = "landing", batched: bool = True) -> None:
@@ -46,15 +51,17 @@ def apply_landing_field(pairs, landing_lambda: float, field: str = "landing", ba
 
 
 class LandingHooks(Hooks):
-    """PoLAR's rewrite before the base step: every factor's gradient becomes its landing field."""
+    """PoLAR's rewrite before the base step: every factor's gradient becomes its landing field. The factors
+    are read from their layers at each step (``optim.base``: parameters replaced by a wrapper are followed)."""
 
     name = "Landing"
 
-    def __init__(self, pairs, landing_lambda: float, field: str):
-        self.pairs, self.landing_lambda, self.field = pairs, landing_lambda, field
+    def __init__(self, layers, landing_lambda: float, field: str):
+        self.layers, self.landing_lambda, self.field = layers, landing_lambda, field
 
     def before_step(self, optimizer) -> None:
-        apply_landing_field(self.pairs, self.landing_lambda, self.field, optimizer.batched)
+        pairs = [(lin_A.weight, lin_B.weight) for lin_A, lin_B in self.layers]
+        apply_landing_field(pairs, self.landing_lambda, self.field, optimizer.batched)
 
 
 def create_landing_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.Optimizer] = torch.optim.AdamW, *,
@@ -77,10 +84,11 @@ def create_landing_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.O
     if landing_lambda < 0:
         raise ValueError(f"landing_lambda must be >= 0, got {landing_lambda!r}")
     check_choice("field", field, LANDING_FIELDS)
-    pairs = polar_factors(model)
-    if not pairs:
+    layers = polar_layers(model)
+    if not layers:
         raise ValueError("create_landing_optimizer found no trainable PoLAR layer in the model; "
                          "wrap it with get_peft_model(model, PolarConfig(...)) first")
-    param_groups = split_param_groups(model, [p for pair in pairs for p in pair], weight_decay, decay_factors)
-    return hooked_optimizer(LandingHooks(pairs, landing_lambda, field), optimizer_cls, param_groups, lr=lr,
+    factors = [lin.weight for pair in layers for lin in pair]
+    param_groups = split_param_groups(model, factors, weight_decay, decay_factors)
+    return hooked_optimizer(LandingHooks(layers, landing_lambda, field), optimizer_cls, param_groups, lr=lr,
                             **optimizer_kwargs)

@@ -34,17 +34,17 @@ from .base import Hooks, cpu_bytes, groups, hooked_optimizer, split_param_groups
 RETRACTIONS = ("polar", "exp_map")
 
 
-def stella_factors(model: nn.Module) -> list[tuple[nn.Parameter, bool]]:
-    """(weight, transposed) for every trainable U (``lora_B``, tall as stored) and Vᵀ (``lora_A``,
+def stella_layers(model: nn.Module) -> list[tuple[nn.Linear, bool]]:
+    """(layer, transposed) for the layer of every trainable U (``lora_B``, tall as stored) and Vᵀ (``lora_A``,
     transposed to the tall V) of every StelLA layer, found by module type."""
-    factors = []
+    layers = []
     for module in model.modules():
         if isinstance(module, StellaLinear):
             for adapter in module.lora_A:
-                for weight, transposed in ((module.lora_B[adapter].weight, False), (module.lora_A[adapter].weight, True)):
-                    if weight.requires_grad:
-                        factors.append((weight, transposed))
-    return factors
+                for layer, transposed in ((module.lora_B[adapter], False), (module.lora_A[adapter], True)):
+                    if layer.weight.requires_grad:
+                        layers.append((layer, transposed))
+    return layers
 
 
 def model_hidden_size(model: nn.Module) -> int | None:
@@ -80,18 +80,19 @@ def resolve_grad_scaling(model: nn.Module, grad_scaling) -> float | None:
 
 class StellaHooks(Hooks):
     """The two hooks of one StelLA step. ``cache`` holds, between them only, the groups of factors that
-    had a gradient (one tall shape, dtype and device each) with their stacked pre-step values X."""
+    had a gradient (one tall shape, dtype and device each) with their stacked pre-step values X. The factors
+    are read from their layers at each step (``optim.base``: parameters replaced by a wrapper are followed)."""
 
     name = "Stella"
 
-    def __init__(self, factors, retraction: str, scaling_size: float | None, svd_driver: str | None):
-        self.factors, self.retraction = factors, retraction
+    def __init__(self, layers, retraction: str, scaling_size: float | None, svd_driver: str | None):
+        self.layers, self.retraction = layers, retraction
         self.scaling_size, self.svd_driver = scaling_size, svd_driver
         self.cache = None
 
     def before_step(self, optimizer) -> None:
         """G ← G − X Gᵀ X (canonical metric), X kept: one batched conversion per group."""
-        factors = [(w, t) for w, t in self.factors if w.grad is not None]
+        factors = [(layer.weight, t) for layer, t in self.layers if layer.weight.grad is not None]
         key = lambda f: (f[0].shape[::-1] if f[1] else f[0].shape, f[0].dtype, f[0].device)
         self.cache = []
         for group in groups(factors, key, optimizer.batched, lambda f: cpu_bytes(f[0])):
@@ -150,12 +151,12 @@ def create_stella_optimizer(model: nn.Module, optimizer_cls: type[torch.optim.Op
     """
     check_choice("retraction", retraction, RETRACTIONS)
     check_choice("svd_driver", svd_driver, SVD_DRIVERS)
-    factors = stella_factors(model)
-    if not factors:
+    layers = stella_layers(model)
+    if not layers:
         raise ValueError("create_stella_optimizer found no trainable StelLA layer in the model; "
                          "wrap it with get_peft_model(model, StellaConfig(...)) first")
-    hooks = StellaHooks(factors, retraction, resolve_grad_scaling(model, grad_scaling), svd_driver)
-    param_groups = split_param_groups(model, [w for w, _ in factors], weight_decay)
+    hooks = StellaHooks(layers, retraction, resolve_grad_scaling(model, grad_scaling), svd_driver)
+    param_groups = split_param_groups(model, [layer.weight for layer, _ in layers], weight_decay)
     optimizer = hooked_optimizer(hooks, optimizer_cls, param_groups, lr=lr, **optimizer_kwargs)
     optimizer.stella_scaling_size = hooks.scaling_size
     return optimizer
