@@ -16,7 +16,7 @@ from polar_lib.optim import create_adaprelora_optimizer, create_landing_optimize
 from polar_lib.optim.adaprelora import (adafactor_statistics, adaprelora_direction, beta2_at, damped_inverse,
                                         update_rms, update_statistics)
 from polar_lib.optim import adaprelora, landing, stella
-from polar_lib.optim.base import HookedOptimizer, hooked_class
+from polar_lib.optim.base import HookedOptimizer, copy_shards, hooked_class, whole
 from polar_lib.optim.landing import LandingHooks
 
 BATCHED_MAP = {"polar": (landing, "landing_field"), "stella": (stella, "riemannian_gradient"),  # once per group
@@ -166,3 +166,12 @@ def test_step_maths_capture_in_one_graph():
     step = torch.tensor([1.0, 2.0, 5.0])
     for want, got in zip(steps(X, G, B, A, g_B, g_A, step), compiled(X, G, B, A, g_B, g_A, step)):
         assert torch.equal(want, got)  # the same eager kernels on the same inputs
+
+
+def test_plain_tensors_take_no_distributed_path():
+    """One process: ``whole`` returns the tensors themselves (no gather, no copy), ``copy_shards`` copies whole values."""
+    a, b = torch.randn(3, 2), torch.randn(4, 2)
+    assert all(x is y for x, y in zip(whole([a, b]), [a, b]))
+    targets = [torch.zeros(3, 2), torch.zeros(4, 2, dtype=torch.float64)]
+    copy_shards(targets, [a, b])
+    assert torch.equal(targets[0], a) and torch.equal(targets[1], b.double())
