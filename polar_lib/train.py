@@ -46,7 +46,7 @@ from ._checks import check_choice, check_positive_int
 from ._log import log
 from . import data as task_data
 from .methods import get_method, make_config, make_optimizer, optimizer_settings, prepare
-from .models import check_model_name, load_model, model_task
+from .models import ENCODER_FAMILIES, ENCODER_MODELS, check_model_name, load_model, model_task
 
 LOSS_ON = ("answer", "sequence")
 SCHEDULERS = tuple(s.value for s in SchedulerType)
@@ -59,7 +59,10 @@ class RunConfig:
 
     loss_on: ``"answer"`` (loss on the answer tokens only; cheaper signal on a CPU) or
     ``"sequence"`` (the whole prompt and answer, as the PoLAR code does). Encoders
-    (MiniLM, BERT) train a sequence classifier over the choices instead.
+    (MiniLM, BERT, DeBERTa; ``models.model_task``) train a sequence classifier instead: over the
+    numbered choices of a multiple-choice task, or on a GLUE task's text pair with its ``num_labels``
+    classes (``data/tasks.yaml``; STS-B: one output, the score, regressed with the MSE loss), as
+    Hugging Face's ``run_glue`` does. A GLUE task needs an encoder.
     save_steps: a checkpoint (and a line of ``stable_ranks.csv`` per layer) every that many steps.
     group_by_length: batches of similar lengths (transformers' length-grouped sampler; each batch is
     padded to its own longest sequence only), less padding for the same examples.
@@ -102,6 +105,10 @@ class RunConfig:
             check_positive_int(name, getattr(self, name))
         if isinstance(self.target_modules, tuple):
             self.target_modules = list(self.target_modules)
+        if task_data.get_task(self.task).kind == "classification" and self.model_task != "sequence-classification":
+            raise ValueError(f"task {self.task!r} trains a sequence classifier; model={self.model!r} is a causal LM; "
+                             f"allowed: an encoder ({', '.join(ENCODER_MODELS)}, or a hub id or folder named after "
+                             f"one of {', '.join(ENCODER_FAMILIES)})")
 
     @property
     def model_task(self) -> str:
@@ -183,10 +190,19 @@ def differing_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def tokenize_examples(examples, tokenizer, model_task: str, max_length: int, loss_on: str) -> list[dict]:
     """Token ids (and labels) per example: prompt + " " + answer for causal LMs, with the prompt's
-    labels masked (-100) when ``loss_on == "answer"``; the prompt with its numbered choices and the
-    choice index for encoders."""
+    labels masked (-100) when ``loss_on == "answer"``; for encoders, a ``ClassificationExample``'s text
+    and pair as the tokenizer's pair (``tokenizer(text, text_pair, truncation=True, max_length=...)``)
+    with its label (a class index, or STS-B's float score), a multiple-choice example's prompt with its
+    numbered choices and the choice index."""
     rows = []
     for example in examples:
+        if isinstance(example, task_data.ClassificationExample):
+            if model_task != "sequence-classification":
+                raise ValueError(f"model_task={model_task!r} for a classification example; allowed: 'sequence-classification'")
+            encoded = tokenizer(example.text, example.text_pair, truncation=True, max_length=max_length)
+            rows.append({key: encoded[key] for key in ("input_ids", "token_type_ids") if key in encoded}
+                        | {"labels": example.label})
+            continue
         if model_task == "sequence-classification":
             text = task_data.format_classifier_input(example)
             ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
@@ -342,7 +358,11 @@ def _build(plan: RunPlan):
     """The training examples, the model with its adapter, its tokenizer and the optimizer of ``plan``."""
     config = plan.config
     examples = task_data.load_task(config.task, split="train", data_dir=plan.data_dir, limit=config.train_limit)
-    num_labels = max(len(getattr(e, "choices", ())) for e in examples) if config.model_task != "causal-lm" else 2
+    task = task_data.get_task(config.task)
+    if task.kind == "classification":
+        num_labels = task.num_labels  # the registry's classes; 1: a regression score (STS-B)
+    else:
+        num_labels = max(len(getattr(e, "choices", ())) for e in examples) if config.model_task != "causal-lm" else 2
     model, tokenizer = load_model(config.model, task=config.model_task, seed=config.seed, num_labels=num_labels)
     model = prepare(model, config.method, r=config.r, lora_alpha=config.lora_alpha,
                     target_modules=config.target_modules, lora_dropout=config.lora_dropout,

@@ -83,13 +83,16 @@ METAMATHQA = [
     {"query": "If $x$ satisfies $2x + 3 = 11$, what is $x$?", "response": "Subtracting 3 gives $2x = 8$, so $x = 4$.\n"
               "The answer is: 4", "type": "MATH_Rephrased", "original_question": "Solve $2x+3=11$."},
 ]
-# GLUE task -> split -> records, in nyu-mll/glue's columns (label: ClassLabel int, STS-B float32; idx).
+# GLUE task -> split -> records, in nyu-mll/glue's columns (label: ClassLabel int, STS-B float32; idx). The
+# validation splits that notebook 05 scores at its CI defaults and its paper-profile smoke (RTE, STS-B, CoLA, MNLI)
+# hold at least 3 records with both labels (STS-B: distinct scores), so that every GLUE metric is defined on them.
 GLUE = {
     "cola": {"train": [{"sentence": "Our friends won't buy this analysis, let alone the next one we propose.", "label": 1},
                        {"sentence": "They drank the pub.", "label": 0},
                        {"sentence": "The more we study verbs, the crazier they get.", "label": 1}],
              "validation": [{"sentence": "The sailors rode the breeze clear of the rocks.", "label": 1},
-                            {"sentence": "The car honked down the road.", "label": 0}]},
+                            {"sentence": "The car honked down the road.", "label": 0},
+                            {"sentence": "Mary sang a song to the children.", "label": 1}]},
     "sst2": {"train": [{"sentence": "hide new secretions from the parental units ", "label": 0},
                        {"sentence": "that loves its characters and communicates something rather beautiful ", "label": 1},
                        {"sentence": "contains no wit , only labored gags ", "label": 0}],
@@ -113,7 +116,13 @@ GLUE = {
                         "label": 3.75},
                        {"sentence1": "A man is slicing a tomato.", "sentence2": "A woman is dancing.", "label": 0.5}],
              "validation": [{"sentence1": "A man with a hard hat is dancing.", "sentence2": "A man wearing a hard hat "
-                             "is dancing.", "label": 5.0}]},
+                             "is dancing.", "label": 5.0},
+                            {"sentence1": "A young child is riding a horse.", "sentence2": "A child is riding a horse.",
+                             "label": 4.75},
+                            {"sentence1": "A woman is cutting an onion.", "sentence2": "A man is playing the guitar.",
+                             "label": 0.0},
+                            {"sentence1": "A cat is sitting on a mat.", "sentence2": "A dog is lying on a rug.",
+                             "label": 1.2}]},
     "mnli": {"train": [{"premise": "Conceptually cream skimming has two basic dimensions - product and geography.",
                         "hypothesis": "Product and geography are what make cream skimming work. ", "label": 1},
                        {"premise": "you know during the season and i guess at at your level uh you lose them to the "
@@ -122,7 +131,11 @@ GLUE = {
                        {"premise": "One of our number will carry out your instructions minutely.",
                         "hypothesis": "A member of my team will execute your orders with immense precision.", "label": 0}],
              "validation_matched": [{"premise": "The new rights are nice enough", "hypothesis": "Everyone really likes "
-                                     "the newest benefits ", "label": 1}],
+                                     "the newest benefits ", "label": 1},
+                                    {"premise": "The museum opens at nine every morning.",
+                                     "hypothesis": "The museum opens in the morning.", "label": 0},
+                                    {"premise": "He has never left his home town.",
+                                     "hypothesis": "He travelled abroad last year.", "label": 2}],
              "validation_mismatched": [{"premise": "Your contribution helped make it possible for us to provide our "
                                         "students with a quality education.", "hypothesis": "Your contributions were "
                                         "of no help with our students' education.", "label": 2}]},
@@ -138,7 +151,11 @@ GLUE = {
                        "sentence2": "Pope Benedict XVI is the new leader of the Roman Catholic Church.", "label": 1}],
              "validation": [{"sentence1": "Dana Reeve, the widow of the actor Christopher Reeve, has died of lung "
                                           "cancer at age 44.", "sentence2": "Christopher Reeve had an accident.",
-                             "label": 1}]},
+                             "label": 1},
+                            {"sentence1": "The bridge was completed in 1937 and spans the Golden Gate strait.",
+                             "sentence2": "The Golden Gate Bridge was finished in 1937.", "label": 0},
+                            {"sentence1": "Heavy rain flooded several streets in the city centre on Monday.",
+                             "sentence2": "The city centre had a dry Monday.", "label": 1}]},
 }
 GLUE_TEXT_FIELDS = {"cola": ("sentence", None), "sst2": ("sentence", None), "mrpc": ("sentence1", "sentence2"),
                     "qqp": ("question1", "question2"), "stsb": ("sentence1", "sentence2"),

@@ -72,4 +72,4 @@ def test_bad_names_raise():
         load_model("smollm3")
     with pytest.raises(ValueError, match="task must be one of"):
         load_model("tiny-llama", task="translation")
-    assert set(KNOWN_MODELS) == {"smollm2-135m", "minilm-l6", "tiny-llama", "tiny-bert"}
+    assert set(KNOWN_MODELS) == {"smollm2-135m", "minilm-l6", "tiny-llama", "tiny-bert", "tiny-deberta"}

@@ -1,4 +1,5 @@
-"""Every notebook: a jupytext pair in sync, a papermill parameters cell, a file for each profile."""
+"""Every notebook: a jupytext pair in sync, a papermill parameters cell, a file for each profile (but the
+profiles it cannot run at, named in ``NOT_AT_PROFILE`` with the reason)."""
 from pathlib import Path
 
 import jupytext
@@ -7,6 +8,9 @@ import pytest
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 SOURCES = sorted(NOTEBOOKS.glob("[0-9]*.py"))
 PAIRS = sorted({p.stem for p in NOTEBOOKS.glob("[0-9]*.py")} | {p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb")})
+PROFILES = ("cpu", "paper")
+# (notebook, profile) -> why it has no file there: `make figures PROFILE=<profile>` leaves it out and says so.
+NOT_AT_PROFILE = {("05_glue", "cpu"): "GLUE is on the hub only, and make figures (cpu) runs offline"}
 
 
 def cells(notebook):
@@ -32,8 +36,18 @@ def test_parameters_cell_and_profiles(source):
         f"{source.name}: Colab also needs the packaged model weights (the default tiny model's tokenizer)"
     assert notebook.metadata["kernelspec"]["name"] == "python3", \
         f"{source.name}: the kernel must be the default python3 (Colab, Binder); make passes its own with -k"
-    for profile in ("cpu", "paper"):
-        assert (NOTEBOOKS / "profiles" / profile / f"{source.stem}.yaml").exists()
+    for profile in PROFILES:
+        has_file = (NOTEBOOKS / "profiles" / profile / f"{source.stem}.yaml").exists()
+        if (source.stem, profile) in NOT_AT_PROFILE:
+            assert not has_file, f"{source.name} has a {profile} profile: remove it from NOT_AT_PROFILE"
+        else:
+            assert has_file, f"{source.name}: no notebooks/profiles/{profile}/{source.stem}.yaml"
+
+
+def test_notebooks_left_out_of_a_profile_exist():
+    """Every entry of NOT_AT_PROFILE names a notebook and a profile (a renamed notebook cannot hide there)."""
+    for stem, profile in NOT_AT_PROFILE:
+        assert (NOTEBOOKS / f"{stem}.py").exists() and profile in PROFILES, (stem, profile)
 
 
 @pytest.mark.parametrize("profile", sorted((NOTEBOOKS / "profiles").glob("*/*.yaml")),
