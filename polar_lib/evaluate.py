@@ -313,6 +313,7 @@ def classifier_predictions(model, tokenizer, examples, max_length: int, batch_si
     for start in range(0, len(rows), batch_size):
         batch = pad([{k: v for k, v in row.items() if k != "labels"} for row in rows[start:start + batch_size]])
         logits = model(**{k: v.to(model.device) for k, v in batch.items()}).logits.float()
+        logits = logits.reshape(len(batch["input_ids"]), -1)
         predictions += logits[:, 0].tolist() if logits.shape[-1] == 1 else logits.argmax(-1).tolist()
     return predictions
 

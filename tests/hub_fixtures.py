@@ -83,9 +83,10 @@ METAMATHQA = [
     {"query": "If $x$ satisfies $2x + 3 = 11$, what is $x$?", "response": "Subtracting 3 gives $2x = 8$, so $x = 4$.\n"
               "The answer is: 4", "type": "MATH_Rephrased", "original_question": "Solve $2x+3=11$."},
 ]
-# GLUE task -> split -> records, in nyu-mll/glue's columns (label: ClassLabel int, STS-B float32; idx). The
-# validation splits that notebook 05 scores at its CI defaults and its paper-profile smoke (RTE, STS-B, CoLA, MNLI)
-# hold at least 3 records with both labels (STS-B: distinct scores), so that every GLUE metric is defined on them.
+# GLUE task -> split -> records, in nyu-mll/glue's columns (label: ClassLabel int, STS-B float32, its scores exact
+# in float32; idx). The validation splits that notebook 05 scores at its CI defaults and its paper-profile smoke
+# with a correlation (RTE, STS-B, CoLA) hold at least 3 records with both labels (STS-B: distinct scores), so that
+# every GLUE metric is defined on them.
 GLUE = {
     "cola": {"train": [{"sentence": "Our friends won't buy this analysis, let alone the next one we propose.", "label": 1},
                        {"sentence": "They drank the pub.", "label": 0},
@@ -122,7 +123,7 @@ GLUE = {
                             {"sentence1": "A woman is cutting an onion.", "sentence2": "A man is playing the guitar.",
                              "label": 0.0},
                             {"sentence1": "A cat is sitting on a mat.", "sentence2": "A dog is lying on a rug.",
-                             "label": 1.2}]},
+                             "label": 1.25}]},
     "mnli": {"train": [{"premise": "Conceptually cream skimming has two basic dimensions - product and geography.",
                         "hypothesis": "Product and geography are what make cream skimming work. ", "label": 1},
                        {"premise": "you know during the season and i guess at at your level uh you lose them to the "
@@ -131,11 +132,7 @@ GLUE = {
                        {"premise": "One of our number will carry out your instructions minutely.",
                         "hypothesis": "A member of my team will execute your orders with immense precision.", "label": 0}],
              "validation_matched": [{"premise": "The new rights are nice enough", "hypothesis": "Everyone really likes "
-                                     "the newest benefits ", "label": 1},
-                                    {"premise": "The museum opens at nine every morning.",
-                                     "hypothesis": "The museum opens in the morning.", "label": 0},
-                                    {"premise": "He has never left his home town.",
-                                     "hypothesis": "He travelled abroad last year.", "label": 2}],
+                                     "the newest benefits ", "label": 1}],
              "validation_mismatched": [{"premise": "Your contribution helped make it possible for us to provide our "
                                         "students with a quality education.", "hypothesis": "Your contributions were "
                                         "of no help with our students' education.", "label": 2}]},
