@@ -28,7 +28,7 @@
 # adapter here is trained with `polar_lib.train` (one training path, runs cached by their full config;
 # `train_all` trains several at once in single-threaded worker processes), which logs the stable rank of
 # every adapted matrix at step 0 and at every checkpoint (`stable_ranks.csv`, computed from the factors
-# with `polar_lib.stable_rank`: thin QRs, no dense ΔW; docs/stable-rank.md, 'Factored computation').
+# with `polar_lib.spectra`: thin QRs, no dense ΔW; docs/stable-rank.md, 'Factored computation').
 #
 # | | paper (Fig. 1, README) | this notebook, `make figures` (CPU profile) |
 # |---|---|---|
@@ -84,8 +84,10 @@ import seaborn as sns
 
 from polar_lib.bench import padding_cost
 from polar_lib.figures import save_figure
+from polar_lib.heatmap import plot_direction_heatmap
+from polar_lib.inspection import adapter_factors
 from polar_lib.paper import STABLE_RANK as PAPER_STABLE_RANK
-from polar_lib.stable_rank import adapter_factors, direction_distances, plot_direction_heatmap
+from polar_lib.spectra import direction_distances
 from polar_lib.stats import STABLE_RANK_COLUMNS, exceeds, grows_with_rank, grows_with_training, stays_far_below_rank
 from polar_lib.sweeps import get_sweep
 from polar_lib.train import load_run, load_stable_ranks, loss_curves, train_all

@@ -58,6 +58,7 @@ import copy
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 import warnings
@@ -72,7 +73,7 @@ from ._cli import prog
 from .geometry import dense_landing_field, landing_field, polar_retraction, qr_retraction
 from .methods import METHODS, make_optimizer, prepare
 from .models import load_model
-from .stable_rank import benchmark_stable_rank
+from .spectra import stable_rank, stable_rank_from_singular_values
 
 __all__ = ["BenchConfig", "QUICK", "GPU", "GPU_QUICK", "RANDOM_SHAPES", "PAPER_MICRO_US", "run_benchmark", "step_benchmark", "summarize_steps",
            "noisy_ratios", "batched_speedups", "PER_LAYER", "GOALS", "goal_verdicts",
@@ -496,6 +497,66 @@ def summarize_micro(micro: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
+# Stable rank: factored against dense
+# ---------------------------------------------------------------------------------------------
+
+def _median_seconds(fn, repeats: int, device: torch.device) -> float:
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def benchmark_stable_rank(m: int = 4096, n: int = 4096, k: int = 32, *, repeats: int = 3, factored_repeats: int = 25,
+                          dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+                          seed: int = 0, num_threads: int | None = None) -> dict:
+    """Time the factored stable rank of B·A against the dense one (``svdvals`` of the formed m×n ΔW).
+
+    Gaussian B (m×k), A (k×n); both routes compute in ``dtype`` on ``device``. The dense matrix is
+    formed before timing (so the ratio is conservative). Each route: one untimed warm-up for the
+    factored route, then the median of ``repeats`` (dense) / ``factored_repeats`` (factored)
+    ``time.perf_counter`` timings. Returns a dict with the sizes, ``factored_s``, ``dense_s``,
+    ``ratio`` = dense_s / factored_s, both stable ranks and their absolute difference.
+    num_threads: CPU threads for the duration (then restored); 1 gives steadier timings on a busy
+    machine, where multi-threaded LAPACK slows down badly.
+    """
+    previous = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        return _benchmark(m, n, k, repeats, factored_repeats, dtype, torch.device(device), seed)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _benchmark(m, n, k, repeats, factored_repeats, dtype, device, seed) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    B = torch.randn(m, k, generator=generator, dtype=dtype).to(device)
+    A = torch.randn(k, n, generator=generator, dtype=dtype).to(device)
+    W = B @ A
+    results = {}
+
+    def factored():
+        results["factored"] = stable_rank(B, A, dtype=dtype)
+
+    def dense():
+        results["dense"] = stable_rank_from_singular_values(torch.linalg.svdvals(W))
+
+    factored()
+    factored_s = _median_seconds(factored, factored_repeats, device)
+    dense_s = _median_seconds(dense, repeats, device)
+    return {"m": m, "n": n, "k": k, "dtype": str(dtype).removeprefix("torch."), "device": str(device),
+            "num_threads": torch.get_num_threads() if device.type == "cpu" else None,
+            "repeats": repeats, "factored_repeats": factored_repeats, "factored_s": factored_s, "dense_s": dense_s,
+            "ratio": dense_s / factored_s, "stable_rank_factored": results["factored"],
+            "stable_rank_dense": results["dense"], "abs_difference": abs(results["factored"] - results["dense"])}
+
+
+# ---------------------------------------------------------------------------------------------
 # A whole run, its results file and the command line
 # ---------------------------------------------------------------------------------------------
 
@@ -511,7 +572,7 @@ def run_benchmark(config: BenchConfig | None = None, log=print) -> dict:
     """Run the step benchmark, the micro-benchmark and the stable-rank benchmark of ``config``.
 
     Returns a dict: ``config``, ``environment``, ``steps`` (raw), ``summary``, ``micro`` (raw),
-    ``micro_summary`` (DataFrames), ``stable_rank`` (``stable_rank.benchmark_stable_rank``'s dict,
+    ``micro_summary`` (DataFrames), ``stable_rank`` (``benchmark_stable_rank``'s dict,
     or None). ``config`` defaults to ``BenchConfig()``, the full run. Sets the torch thread count to
     ``config.threads`` for the rest of the process.
     """

@@ -10,7 +10,7 @@ methods that train LoRA with another optimizer) are stock PEFT already and are w
 (DoRA keeps ``use_dora``).
 ``--to merged``: a plain transformers model whose adapted layers hold W0 + ΔW (PEFT's
 ``merge_and_unload``), saved with its tokenizer.
-TopLoRA is refused for both: its ΔW depends on the token.
+A method whose ΔW depends on the token (its registry ``Delta``: TopLoRA) is refused for both.
 
 The source is a run directory of ``polar_lib.train`` (its base model is rebuilt from the run's
 config) or an adapter folder (its base model is its ``base_model_name_or_path``; a packaged model's
@@ -27,8 +27,8 @@ from pathlib import Path
 from peft import LoraConfig, PeftModel, PeftType, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
 from ._cli import prog
-from .adapters import polar, stella, toplora
-from .adapters.core import CoreLinear
+from .adapters.core import CORE_KEY, CoreLinear
+from .methods import delta_for
 from .models import HUB_IDS, TASKS, load_model
 from .train import load_trained
 
@@ -61,30 +61,33 @@ def load_source(path: str | Path):
 
 
 def check_exportable(model) -> None:
-    """Raise for an adapter whose ΔW is not one matrix (TopLoRA: it depends on the token)."""
-    if model.peft_config[ADAPTER].peft_type == toplora.PEFT_TYPE:
-        raise ValueError(f"TopLoRA cannot be exported (to LoRA or merged): {toplora.NOT_MERGEABLE}")
+    """Raise for an adapter whose ΔW is not one matrix (``Delta.token_dependent``: TopLoRA) or whose
+    ``peft_type`` no registered method has."""
+    delta = delta_for(model.peft_config[ADAPTER].peft_type)
+    if delta.token_dependent:
+        raise ValueError(f"{delta.name} cannot be exported (to LoRA or merged): {delta.token_dependent}")
 
 
 def to_lora(model) -> PeftModel:
     """The stock PEFT LoRA model with ``model``'s update: B' = BC, A' = A in every layer with a core C,
-    the rest of the adapter (config, other tensors) as it is. A LoRA or DoRA model is returned unchanged;
-    otherwise ``model`` gives its base model to the new one."""
+    the rest of the adapter (config, other tensors) as it is; a tensor LoRA has no place for raises.
+    A LoRA or DoRA model is returned unchanged; otherwise ``model`` gives its base model to the new one."""
     check_exportable(model)
     config = model.peft_config[ADAPTER]
     if config.peft_type == PeftType.LORA:
         return model
-    if config.peft_type not in (polar.PEFT_TYPE, stella.PEFT_TYPE):
-        raise ValueError(f"export to LoRA supports LoRA, DoRA, PoLAR and StelLA adapters, not {config.peft_type}")
     state = get_peft_model_state_dict(model)
     for name, layer in model.named_modules():
         if isinstance(layer, CoreLinear):
             B, C, _, _ = layer.delta_factors(ADAPTER)
             state[f"{name}.lora_B.weight"] = (B @ C).detach()
-            del state[f"{name}.lora_S.weight"]
+            del state[f"{name}.{CORE_KEY}"]
     kept = {f.name for f in dataclasses.fields(LoraConfig)} - {"peft_type", "init_lora_weights"}
     lora = get_peft_model(model.unload(), LoraConfig(**{k: v for k, v in config.to_dict().items() if k in kept}))
-    set_peft_model_state_dict(lora, state)
+    unexpected = set_peft_model_state_dict(lora, state).unexpected_keys
+    if unexpected:
+        raise ValueError(f"export to LoRA: {config.peft_type} layers hold tensors beyond LoRA's and a core "
+                         f"({len(unexpected)}, e.g. {unexpected[0]})")
     return lora
 
 
@@ -102,7 +105,8 @@ def model_card_usage(config: dict) -> str:
         return (f"A stock PEFT {'DoRA' if config.get('use_dora') else 'LoRA'} adapter: it loads without polar_lib."
                 f"\n\n{load}\n\n{export} merged` (or PEFT's `merge_and_unload()`) gives a model with ΔW merged "
                 "into its weights.")
-    exporting = (f"It cannot be exported to plain LoRA or merged: {toplora.NOT_MERGEABLE}." if peft_type == toplora.PEFT_TYPE
+    token_dependent = delta_for(peft_type).token_dependent
+    exporting = (f"It cannot be exported to plain LoRA or merged: {token_dependent}." if token_dependent
                  else f"To use it without polar_lib, {export} lora` writes a stock PEFT LoRA adapter with the same "
                       f"update ΔW, and {export} merged` a transformers model with ΔW merged into its weights.")
     return (f"A [polar_lib](https://github.com/polar-lib/polar_lib) adapter (`peft_type` {peft_type}, a LoRA variant "

@@ -2,7 +2,8 @@
 
 ``prepare(model, "polar", r=8)`` returns the PEFT model; ``make_optimizer(model, "polar")`` the
 matching optimizer, with the paper's learning rate unless ``lr`` is given. Adding a method is one
-module (its config and/or optimizer factory) and one line in ``METHODS``.
+module (its config, layer and ``Delta``, and/or its optimizer factory) and one line in ``METHODS``;
+``delta_for(peft_type)`` gives the readers of saved adapters and the export a method's ``Delta``.
 
 Default learning rates (docs/README.md, 'Defaults at a glance', and each method's page): PoLAR
 4e-3 and LoRA/DoRA 4e-4 (the PoLAR paper's commonsense runs), StelLA 5e-4 (its Llama-3-8B script),
@@ -25,8 +26,9 @@ from torch import nn
 from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                                                   MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
 
-from .adapters import PolarConfig, StellaConfig, TopLoraConfig
+from .adapters import PolarConfig, StellaConfig, TopLoraConfig, polar, stella, toplora
 from .adapters._peft import check_rank
+from .adapters.delta import LORA, Delta
 from .optim import create_adaprelora_optimizer, create_landing_optimizer, create_stella_optimizer
 
 
@@ -37,20 +39,23 @@ def create_adamw(model, *, lr: float, **kwargs) -> torch.optim.Optimizer:
 
 @dataclass(frozen=True)
 class Method:
-    """A method: how to build its adapter config, how to build its optimizer, its default lr."""
+    """A method: its adapter config class (which maps ``nn.Linear`` to its layer), its optimizer
+    factory, its default lr, the config's defaults, and ``delta``: what its ΔW is, read from a saved
+    layer (``adapters.delta.Delta``; PEFT's LoRA unless given)."""
 
     config_cls: type
     optimizer_factory: Callable[..., torch.optim.Optimizer]
     lr: float
     config_defaults: dict = field(default_factory=dict)
+    delta: Delta = LORA
 
 
 METHODS: dict[str, Method] = {
     "lora": Method(LoraConfig, create_adamw, 4e-4),
     "dora": Method(LoraConfig, create_adamw, 4e-4, {"use_dora": True}),
-    "polar": Method(PolarConfig, create_landing_optimizer, 4e-3),
-    "stella": Method(StellaConfig, create_stella_optimizer, 5e-4),
-    "toplora": Method(TopLoraConfig, create_adamw, 1e-4),
+    "polar": Method(PolarConfig, create_landing_optimizer, 4e-3, delta=polar.DELTA),
+    "stella": Method(StellaConfig, create_stella_optimizer, 5e-4, delta=stella.DELTA),
+    "toplora": Method(TopLoraConfig, create_adamw, 1e-4, delta=toplora.DELTA),
     "lora+adaprelora": Method(LoraConfig, create_adaprelora_optimizer, 4e-4),
     "lora+riemannian": Method(LoraConfig, partial(create_riemannian_optimizer, optimizer_cls=torch.optim.AdamW), 8e-4),
 }
@@ -61,6 +66,17 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def delta_for(peft_type) -> Delta:
+    """The ``Delta`` of the registry's methods whose adapter config has ``peft_type`` (a saved config's
+    string or PEFT's enum; those sharing one, as LoRA's optimizers do, share their ΔW)."""
+    peft_type = str(getattr(peft_type, "value", peft_type))
+    known = {method.delta.peft_type: method.delta for method in METHODS.values()}
+    if peft_type not in known:
+        raise ValueError(f"no method of polar_lib.methods.METHODS has peft_type {peft_type!r} "
+                         f"(known: {', '.join(known)})")
+    return known[peft_type]
 
 
 def make_config(method: str, *, r: int = 8, lora_alpha: float | None = None, target_modules="all-linear",

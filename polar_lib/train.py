@@ -281,7 +281,7 @@ class StableRankLog(TrainerCallback):
         self.path = Path(run_dir) / STABLE_RANKS
 
     def _record(self, state, model) -> None:
-        from .stable_rank import adapter_stable_ranks
+        from .inspection import adapter_stable_ranks
 
         if not state.is_world_process_zero:
             return

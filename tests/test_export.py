@@ -8,7 +8,6 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 from polar_lib import models
-from polar_lib.adapters.toplora import TopLoraConfig
 from polar_lib.export import main as export_main, write_model_card
 from polar_lib.methods import METHODS, prepare
 from polar_lib.models import HUB_IDS, load_model
@@ -17,7 +16,7 @@ from polar_lib.train import RunConfig, load_trained, train
 from .conftest import run_fresh_process
 
 TARGETS = ["q_proj", "v_proj", "down_proj"]
-EXPORTABLE = [name for name, method in METHODS.items() if method.config_cls is not TopLoraConfig]
+EXPORTABLE = [name for name, method in METHODS.items() if not method.delta.token_dependent]
 # fp32, two evaluation orders of ≈ 10 matmuls of ≤ 128 terms, O(1) activations, |logits| ≤ 1.3: ≲ 10·√128·EPS32·1.3 ≈ 1.8e-5; 1e-4 ≥ 5× that (measured ≤ 5e-7)
 LOGITS_ATOL = 1e-4
 

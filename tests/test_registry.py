@@ -1,10 +1,13 @@
 """The registry's wiring: every method name builds its own optimizer class, at its registry lr, with
-weight decay 0 unless asked, over exactly the model's trainable parameters."""
+weight decay 0 unless asked, over exactly the model's trainable parameters; its ``Delta`` is found
+from the peft_type its config saves."""
+import json
+
 import pytest
 
 from polar_lib import PolarConfig, StellaConfig, TopLoraConfig
 
-from polar_lib.methods import METHODS, make_optimizer, optimizer_settings, prepare
+from polar_lib.methods import METHODS, delta_for, make_config, make_optimizer, optimizer_settings, prepare
 from polar_lib.models import load_model
 
 # The optimizer class each method must get (a method pointed at another factory fails here).
@@ -41,3 +44,13 @@ def test_optimizer_settings_fill_in_the_factory_defaults():
 def test_every_config_refuses_an_r_that_is_not_a_positive_int(config_cls, r):
     with pytest.raises(ValueError, match=f"r must be a positive integer, got {r!r}"):
         config_cls(r=r, target_modules=["q_proj"])
+
+
+@pytest.mark.parametrize("method", OPTIMIZER_CLASS)
+def test_the_saved_peft_type_finds_the_methods_delta(method, tmp_path):
+    """A saved adapter names its method only by ``peft_type``: it must lead back to the method's ``Delta``
+    (methods sharing a peft_type, as LoRA's optimizers, share one); only TopLoRA's ΔW depends on the token."""
+    make_config(method).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"]
+    assert delta_for(saved) is METHODS[method].delta and METHODS[method].delta.peft_type == saved
+    assert bool(METHODS[method].delta.token_dependent) == (method == "toplora")

@@ -1,4 +1,5 @@
-"""Stable rank from factors, per-adapter tables (model, folder), direction distances, benchmark."""
+"""Stable rank from factors (spectra), per-adapter tables of a model or a folder (inspection), direction
+distances and their heatmap, the factored-vs-dense benchmark (bench)."""
 import json
 import warnings
 
@@ -12,11 +13,13 @@ from safetensors.torch import save_file
 from scipy.spatial.distance import pdist, squareform
 from torch import nn
 
-from polar_lib import PolarConfig
+from polar_lib import PolarConfig, TopLoraConfig
 from polar_lib.adapters.polar import PolarLinear
+from polar_lib.bench import benchmark_stable_rank
+from polar_lib.heatmap import plot_direction_heatmap
+from polar_lib.inspection import adapter_factors, adapter_stable_ranks
 from polar_lib.models import load_model
-from polar_lib.stable_rank import (DirectionDistances, adapter_factors, adapter_stable_ranks, benchmark_stable_rank,
-                                   direction_distances, plot_direction_heatmap, singular_values, stable_rank)
+from polar_lib.spectra import DirectionDistances, direction_distances, singular_values, stable_rank
 
 matplotlib.use("Agg")
 F64 = torch.float64
@@ -200,7 +203,7 @@ def test_heatmap_plot_uses_vmin_0_vmax_2_in_linkage_order():
 
 
 # ---------------------------------------------------------------------------------------------
-# Adapters: PEFT models, saved folders, the delta_factors contract, TopLoRA exclusion
+# Adapters (polar_lib.inspection): PEFT models, saved folders, the delta_factors contract, TopLoRA exclusion
 # ---------------------------------------------------------------------------------------------
 
 def lora_model(**kw):
@@ -324,29 +327,31 @@ def test_polar_model_and_folder(theta, tmp_path):
 class FakeLayer(nn.Module, LoraLayer):
     """A layer with the ``delta_factors`` contract only (as PoLAR/StelLA layers expose it)."""
 
-    def __init__(self, B, core, A, scale, token_dependent=False):
+    def __init__(self, B, core, A, scale, adapter="default"):
         nn.Module.__init__(self)
-        self.lora_A = nn.ModuleDict({"default": nn.Linear(A.shape[1], A.shape[0], bias=False)})
-        self.lora_B = nn.ModuleDict({"default": nn.Linear(B.shape[1], B.shape[0], bias=False)})
+        self.lora_A = nn.ModuleDict({adapter: nn.Linear(A.shape[1], A.shape[0], bias=False)})
+        self.lora_B = nn.ModuleDict({adapter: nn.Linear(B.shape[1], B.shape[0], bias=False)})
         self.factors = (B, core, A, scale)
-        if token_dependent:
-            self.token_dependent_delta = True
 
     def delta_factors(self, adapter):
         return self.factors
 
 
 def fake_model(token_dependent_blocks=()):
+    """Three blocks with a fake down_proj; those of ``token_dependent_blocks`` hold the adapter "gated",
+    whose config (``peft_config``, as a PEFT model's) is TopLoRA's."""
     blocks = nn.ModuleList()
     for i in range(3):
         B, core, A = stiefel(32, 4, seed=i), randn(4, 4, seed=10 + i), stiefel(24, 4, seed=20 + i).T
         block = nn.Module()
         block.mlp = nn.Module()
-        block.mlp.down_proj = FakeLayer(B, core, A, 0.5, token_dependent=i in token_dependent_blocks)
+        block.mlp.down_proj = FakeLayer(B, core, A, 0.5, "gated" if i in token_dependent_blocks else "default")
         blocks.append(block)
     model = nn.Module()
     model.model = nn.Module()
     model.model.layers = blocks
+    if token_dependent_blocks:
+        model.peft_config = {"default": LoraConfig(), "gated": TopLoraConfig()}
     return model
 
 
@@ -381,12 +386,22 @@ def test_token_dependent_folder_is_excluded_with_a_warning(tmp_path):
     assert frame.empty
 
 
+def test_folder_of_an_unregistered_peft_type_is_refused(tmp_path):
+    """What ΔW is comes from the registry (methods.delta_for): a peft_type no method has is named, not guessed."""
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    save_file({f"{prefix}.lora_A.weight": torch.randn(4, 16), f"{prefix}.lora_B.weight": torch.randn(16, 4)},
+              tmp_path / "adapter_model.safetensors")
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "UNKNOWN", "r": 4, "lora_alpha": 8}))
+    with pytest.raises(ValueError, match=r"no method of polar_lib.methods.METHODS has peft_type 'UNKNOWN' \(known: LORA, "):
+        adapter_stable_ranks(tmp_path)
+
+
 def test_folder_with_vector_core_and_missing_folder(tmp_path):
-    """A diagonal core saved as a vector (StelLA-style ``lora_S``, no ``.weight``)."""
+    """A diagonal core saved as a vector (StelLA's ``lora_S.weight`` with diag_s)."""
     prefix = "base_model.model.model.layers.3.mlp.up_proj"
     B, A = stiefel(20, 3, seed=1).contiguous(), stiefel(12, 3, seed=2).T.contiguous()
     S = torch.tensor([3.0, 2.0, 1.0], dtype=F64)
-    save_file({f"{prefix}.lora_A.weight": A, f"{prefix}.lora_B.weight": B, f"{prefix}.lora_S": S},
+    save_file({f"{prefix}.lora_A.weight": A, f"{prefix}.lora_B.weight": B, f"{prefix}.lora_S.weight": S},
               tmp_path / "adapter_model.safetensors")
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "STELLA", "r": 3, "lora_alpha": 6}))
     frame = adapter_stable_ranks(tmp_path)

@@ -6,6 +6,7 @@ import torch
 from peft import get_peft_model
 
 from polar_lib.adapters.toplora import TokenGate, TopLoraConfig, TopLoraLinear
+from polar_lib.methods import delta_for
 from polar_lib.models import load_model
 
 TARGETS = ["q_proj", "v_proj", "down_proj"]
@@ -69,7 +70,7 @@ def test_init_and_parameters():
         assert torch.equal(gate.gain, torch.ones(4))
         assert layer.lora_B["default"].weight.abs().max() == 0  # ΔW₀ = 0
         assert all(p.requires_grad for p in gate.parameters())
-        assert layer.token_dependent_delta is True
+    assert delta_for(model.peft_config["default"].peft_type).token_dependent  # no dense ΔW (stable rank, merge, export)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lora = sum(4 * (l.in_features + l.out_features) for l in toplora_layers(model))
     assert trainable == lora + sum(4 * l.in_features + 4 for l in toplora_layers(model))  # + nr + r per layer

@@ -1,6 +1,6 @@
 """Adding a method is one module and one registry line: the toy method of ``toy_method.py`` goes
-through prepare, make_optimizer, train, the finetune CLI, adapter_stable_ranks and the conformance
-matrix's generic checks, with nothing else written for it."""
+through prepare, make_optimizer, train, the finetune CLI, adapter_stable_ranks (of the model and, through
+its ``Delta``, of its saved folder) and the conformance matrix's generic checks, with nothing else written for it."""
 import inspect
 import json
 
@@ -11,11 +11,12 @@ from polar_lib import methods
 from polar_lib.finetune import main as finetune_main
 from polar_lib.methods import Method, create_adamw, make_optimizer, prepare
 from polar_lib.models import load_model
-from polar_lib.stable_rank import adapter_stable_ranks, stable_rank
+from polar_lib.inspection import adapter_factors, adapter_stable_ranks
+from polar_lib.spectra import stable_rank
 from polar_lib.train import RunConfig, load_run, load_trained, train
 
 from . import test_conformance as conformance  # imported before the toy is registered (its tables read METHODS)
-from .toy_method import ToyConfig, ToyLinear
+from .toy_method import DELTA, ToyConfig, ToyLinear
 
 TARGETS = ["q_proj", "v_proj"]
 ATOL = 1e-5  # fp32 logits of a 2-layer model with |logit| ≲ 10: a few hundred ulps of slack
@@ -23,7 +24,7 @@ ATOL = 1e-5  # fp32 logits of a 2-layer model with |logit| ≲ 10: a few hundred
 
 @pytest.fixture
 def toy(monkeypatch):
-    monkeypatch.setitem(methods.METHODS, "toy", Method(ToyConfig, create_adamw, 1e-3))  # the one line
+    monkeypatch.setitem(methods.METHODS, "toy", Method(ToyConfig, create_adamw, 1e-3, delta=DELTA))  # the one line
     return "toy"
 
 
@@ -89,3 +90,27 @@ def test_the_conformance_checks_pass(toy, check, tmp_path):
     run = getattr(conformance, check)
     row = conformance.case(toy, conformance.ATTN, 4)
     run(row, tmp_path) if "tmp_path" in inspect.signature(run).parameters else run(row)
+
+
+def test_its_saved_folder_is_read_through_its_delta(toy, tmp_path, monkeypatch):
+    """Folder inspection knows the toy only from its registry line: the folder gives the layers' own
+    factors (c saved as an r-vector), and without the line its peft_type is refused."""
+    base, _ = load_model("tiny-llama")
+    model = trained_looking(prepare(base, toy, r=4, target_modules=TARGETS))
+    model.save_pretrained(tmp_path)
+    layers = {name.removeprefix("base_model.model."): m for name, m in model.named_modules() if isinstance(m, ToyLinear)}
+    factors = adapter_factors(tmp_path)
+    assert sorted(f.name for f in factors) == sorted(layers) and {f.method for f in factors} == {"toy"}
+    for f in factors:
+        layer = layers[f.name]
+        assert torch.equal(f.core, layer.lora_S["default"].weight) and f.scale == layer.scaling["default"]
+        # the same fp32 tensors and the same operations as get_delta_weight's s·(B (diag(c) A)): bitwise equal
+        assert torch.equal(f.delta_weight(), layer.get_delta_weight("default"))
+    from_model, from_folder = adapter_stable_ranks(model), adapter_stable_ranks(tmp_path)
+    assert list(from_folder["name"]) == list(from_model["name"])
+    # both fp64 from the same fp32 values through the same operations (measured: identical)
+    assert torch.allclose(torch.tensor(from_folder["stable_rank"].values), torch.tensor(from_model["stable_rank"].values),
+                          rtol=1e-12, atol=0)
+    monkeypatch.delitem(methods.METHODS, toy)  # without its registry line
+    with pytest.raises(ValueError, match="no method of polar_lib.methods.METHODS has peft_type 'TOY'"):
+        adapter_stable_ranks(tmp_path)

@@ -1,8 +1,9 @@
 """A toy method added the way a new method is: this one module and one line in ``methods.METHODS``.
 
 ΔW = s · B diag(c) A: LoRA's factors (A Kaiming-uniform, B = 0, so ΔW₀ = 0) with a trainable
-diagonal core c initialised to ones, trained with plain AdamW (``test_toy_method.py`` adds the line
-``METHODS["toy"] = Method(ToyConfig, create_adamw, 1e-3)``).
+diagonal core c initialised to ones, trained with plain AdamW. ``DELTA`` says how a saved layer
+gives those factors (c is saved as ``lora_S.weight``, an r-vector). ``test_toy_method.py`` adds the
+line ``METHODS["toy"] = Method(ToyConfig, create_adamw, 1e-3, delta=DELTA)``.
 """
 from dataclasses import dataclass
 
@@ -11,7 +12,8 @@ from peft import LoraConfig
 from torch import nn
 
 from polar_lib.adapters._peft import PeftTypeName, finish_config, register_lora_method
-from polar_lib.adapters.core import Core, CoreLinear, CoreLoraModel
+from polar_lib.adapters.core import Core, CoreLinear, CoreLoraModel, saved_core
+from polar_lib.adapters.delta import Delta
 
 PEFT_TYPE = PeftTypeName("TOY")
 
@@ -35,4 +37,5 @@ class ToyLinear(CoreLinear):
         return core
 
 
+DELTA = Delta(PEFT_TYPE, "Toy", core=saved_core)  # ΔW = s · B diag(c) A, c as saved
 register_lora_method(PEFT_TYPE, ToyConfig, CoreLoraModel)

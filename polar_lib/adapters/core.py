@@ -22,6 +22,12 @@ from ._peft import FactoredVariant, check_linear_target, check_rank
 
 # add_weighted_adapter's combination types that combine the dense ΔWᵢ (then factorise by SVD)
 SVD_COMBINATIONS = ("svd", "ties_svd", "dare_linear_svd", "dare_ties_svd", "magnitude_prune_svd")
+CORE_KEY = "lora_S.weight"  # the core's saved tensor, beside lora_A.weight and lora_B.weight
+
+
+def saved_core(tensors: dict, config: dict) -> torch.Tensor:
+    """C as saved (``Delta.core`` of a core stored as it is used): r×r, or the r-vector of diag C."""
+    return tensors[CORE_KEY]
 
 
 class Core(nn.Module):

@@ -18,7 +18,8 @@ from torch import nn
 
 from .._checks import check_choice
 from ._peft import PeftTypeName, finish_config, read_adapter_weights, register_lora_method
-from .core import Core, CoreLinear, CoreLoraModel
+from .core import CORE_KEY, Core, CoreLinear, CoreLoraModel, saved_core
+from .delta import Delta
 
 PEFT_TYPE = PeftTypeName("POLAR")
 THETA_MODES = ("full", "diagonal", "fixed_identity")
@@ -82,13 +83,7 @@ class PolarLinear(CoreLinear):
         nn.init.zeros_(self.lora_S[adapter_name].weight)
 
     def core_matrix(self, adapter):
-        theta = self.lora_S[adapter].weight
-        mode = self.polar_theta[adapter]
-        if mode == "diagonal":
-            return torch.diag(torch.diagonal(theta))
-        if mode == "fixed_identity":
-            return torch.eye(theta.shape[0], dtype=theta.dtype, device=theta.device)
-        return theta
+        return theta_as_used(self.lora_S[adapter].weight, self.polar_theta[adapter])
 
     def apply_core(self, adapter, h):
         mode = self.polar_theta[adapter]
@@ -99,6 +94,22 @@ class PolarLinear(CoreLinear):
         return h
 
 
+def theta_as_used(theta: torch.Tensor, mode: str) -> torch.Tensor:
+    """The r×r core ΔW uses under a ``theta`` mode: Θ (``full``), diag(diag Θ) (``diagonal``) or I
+    (``fixed_identity``); the stored Θ keeps its shape in every mode."""
+    if mode == "diagonal":
+        return torch.diag(torch.diagonal(theta))
+    if mode == "fixed_identity":
+        return torch.eye(theta.shape[0], dtype=theta.dtype, device=theta.device)
+    return theta
+
+
+def saved_theta(tensors: dict, config: dict) -> torch.Tensor:
+    """Θ of a saved layer as its saved config's ``theta`` mode uses it (``Delta.core``)."""
+    return theta_as_used(saved_core(tensors, config), config.get("theta", "full"))
+
+
+DELTA = Delta(PEFT_TYPE, "PoLAR", core=saved_theta)  # ΔW = s·B Θ A
 register_lora_method(PEFT_TYPE, PolarConfig, CoreLoraModel)
 
 # The original code's config fields and key names, and ours (docs/polar.md, 'Deviations from the
@@ -123,7 +134,7 @@ def load_original_polar(model: nn.Module, path, adapter_name: str = "default"):
     known = set(PolarConfig.__dataclass_fields__)
     kwargs = {k: v for k, v in raw.items() if k in known and k not in _ORIGINAL_ONLY_FIELDS}
     config = PolarConfig(**kwargs, theta=_ORIGINAL_THETA[original_theta])
-    state_dict = {k.replace("lora_S.parametrizations.weight.original", "lora_S.weight"): v
+    state_dict = {k.replace("lora_S.parametrizations.weight.original", CORE_KEY): v
                   for k, v in read_adapter_weights(folder).items()}
     peft_model = get_peft_model(model, config, adapter_name=adapter_name)
     result = set_peft_model_state_dict(peft_model, state_dict, adapter_name=adapter_name)

@@ -18,7 +18,8 @@ from peft import LoraConfig
 from torch import nn
 
 from ._peft import PeftTypeName, finish_config, register_lora_method
-from .core import Core, CoreLinear, CoreLoraModel
+from .core import Core, CoreLinear, CoreLoraModel, saved_core
+from .delta import Delta
 
 PEFT_TYPE = PeftTypeName("STELLA")
 STELLA_INITS = (True, "rando", "svd_major", "svd_minor")
@@ -73,4 +74,5 @@ class StellaLinear(CoreLinear):
                 nn.init.orthogonal_(U)
 
 
+DELTA = Delta(PEFT_TYPE, "StelLA", core=saved_core)  # ΔW = s·U S Vᵀ, S as saved (an r-vector when diagonal)
 register_lora_method(PEFT_TYPE, StellaConfig, CoreLoraModel)

@@ -25,6 +25,7 @@ from torch import nn
 
 from ._peft import (FactoredVariant, PeftTypeName, check_linear_target, check_rank, finish_config,
                     register_lora_method)
+from .delta import Delta
 
 PEFT_TYPE = PeftTypeName("TOPLORA")
 TOPLORA_INITS = (True, False, "gaussian")
@@ -84,7 +85,6 @@ class TopLoraLinear(Linear):
 
     adapter_layer_names = Linear.adapter_layer_names + ("lora_lambda",)
     method = "TopLoRA"
-    token_dependent_delta = True  # ΔW depends on the input: no dense ΔW (stable rank, merge, export)
 
     def __init__(self, base_layer, adapter_name, config, **kwargs):
         base = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
@@ -121,4 +121,5 @@ class TopLoraModel(LoraModel):
                          f"(allowed: none): {NOT_MERGEABLE}, and concatenated gates would share one RMSNorm")
 
 
+DELTA = Delta(PEFT_TYPE, "TopLoRA", token_dependent=NOT_MERGEABLE)  # no factors: no stable rank, merge or export
 register_lora_method(PEFT_TYPE, TopLoraConfig, TopLoraModel)
