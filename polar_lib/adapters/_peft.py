@@ -15,7 +15,8 @@ from pathlib import Path
 from peft import LoraConfig
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.lora import LoraModel
-from peft.tuners.lora.layer import LoraVariant
+from peft.tuners.lora.layer import Linear, LoraVariant
+from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import load_peft_weights
 from torch import nn
 
@@ -76,6 +77,18 @@ def check_rank(r: int, base_layer: nn.Linear, name: str = "") -> None:
             f"r must satisfy 1 <= r <= min(in_features, out_features) = {limit} for every target "
             f"(a {base_layer.in_features}->{base_layer.out_features} nn.Linear{' ' + name if name else ''}); got r={r}."
         )
+
+
+class MethodLinear(Linear):
+    """PEFT's LoRA ``Linear`` as the base of a method's layer: ``method`` names it in messages, and the
+    target is checked as PEFT's own dispatch checks an ``nn.Linear`` (``check_linear_target``)."""
+
+    method = "LoRA"
+
+    def __init__(self, base_layer, adapter_name, config, **kwargs):
+        base = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
+        check_linear_target(base, config, self.method)
+        super().__init__(base_layer, adapter_name, config=config, **kwargs)
 
 
 def read_adapter_weights(folder) -> dict:

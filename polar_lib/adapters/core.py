@@ -15,10 +15,8 @@ from peft.tuners.lora.layer import Linear
 from peft.utils.other import transpose
 from torch import nn
 
-from peft.tuners.tuners_utils import BaseTunerLayer
-
 from .._checks import check_choice
-from ._peft import FactoredVariant, check_linear_target, check_rank
+from ._peft import FactoredVariant, MethodLinear, check_rank
 
 # add_weighted_adapter's combination types that combine the dense ΔWᵢ (then factorise by SVD)
 SVD_COMBINATIONS = ("svd", "ties_svd", "dare_linear_svd", "dare_ties_svd", "magnitude_prune_svd")
@@ -62,17 +60,12 @@ class CoreVariant(FactoredVariant):
         return orig_weight.data - module.get_delta_weight(active_adapter).to(orig_weight.dtype)
 
 
-class CoreLinear(Linear):
+class CoreLinear(MethodLinear):
     """Base class of LoRA layers with a core. Subclasses set ``method`` and define ``make_core``
     (a fresh, initialised ``Core``) and ``reset_lora_parameters`` (the factors' initialisation)."""
 
     adapter_layer_names = Linear.adapter_layer_names + ("lora_S",)
     method = "core"
-
-    def __init__(self, base_layer, adapter_name, config, **kwargs):
-        base = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
-        check_linear_target(base, config, self.method)
-        super().__init__(base_layer, adapter_name, config=config, **kwargs)
 
     def make_core(self, r: int, config) -> Core:
         raise NotImplementedError

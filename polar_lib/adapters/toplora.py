@@ -20,11 +20,9 @@ import torch.nn.functional as F
 from peft import LoraConfig
 from peft.tuners.lora import LoraModel
 from peft.tuners.lora.layer import Linear
-from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from ._peft import (FactoredVariant, PeftTypeName, check_linear_target, check_rank, finish_config,
-                    register_lora_method)
+from ._peft import FactoredVariant, MethodLinear, PeftTypeName, check_rank, finish_config, register_lora_method
 from .delta import Delta
 
 PEFT_TYPE = PeftTypeName("TOPLORA")
@@ -80,16 +78,11 @@ class TopLoraConfig(LoraConfig):
         finish_config(self, "TopLoRA", TOPLORA_INITS, PEFT_TYPE, TopLoraLinear)
 
 
-class TopLoraLinear(Linear):
+class TopLoraLinear(MethodLinear):
     """An ``nn.Linear`` with TopLoRA adapters: y = W0 x + s · B((A dropout(x)) ⊙ exp(RMSNorm(x Θ)))."""
 
     adapter_layer_names = Linear.adapter_layer_names + ("lora_lambda",)
     method = "TopLoRA"
-
-    def __init__(self, base_layer, adapter_name, config, **kwargs):
-        base = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
-        check_linear_target(base, config, self.method)
-        super().__init__(base_layer, adapter_name, config=config, **kwargs)
 
     def update_layer(self, adapter_name, r, lora_alpha, config, **kwargs):
         check_rank(r, self.get_base_layer())
