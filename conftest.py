@@ -1,10 +1,9 @@
-"""nbval's runs of the notebooks at their defaults (`make test`) work offline: a notebook kernel starts with
+"""(At the repository root, not in notebooks/, where every .py is a jupytext notebook.) nbval's runs of the notebooks at their defaults (`make test`) work offline: a notebook kernel starts with
 ``$POLAR_HUB_DATA`` naming a hub-format copy of the hub datasets (tests/hub_fixtures.py, written once per
 session into a temporary folder) and the hub switched off (``HF_DATASETS_OFFLINE``, ``HF_HUB_OFFLINE``), so
 notebook 05's GLUE splits are read from that copy. nbval starts a notebook's kernel while setting up its
 first cell, and the kernel inherits ``os.environ`` as it is then (jupyter_client copies it); the variables are
 set around that setup only and restored after it, so no other test sees them."""
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -18,12 +17,10 @@ OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
 def _hub_copy() -> Path:
     if "root" not in _HUB:
-        spec = importlib.util.spec_from_file_location(
-            "_polar_hub_fixtures", Path(__file__).resolve().parents[1] / "tests" / "hub_fixtures.py")
-        fixtures = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(fixtures)
+        from tests.hub_fixtures import write_hub_copy
+
         _HUB["tmp"] = tempfile.mkdtemp(prefix="polar-nbval-hub-")
-        _HUB["root"] = fixtures.write_hub_copy(Path(_HUB["tmp"]))
+        _HUB["root"] = write_hub_copy(Path(_HUB["tmp"]))
     return _HUB["root"]
 
 
