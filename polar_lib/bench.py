@@ -72,6 +72,7 @@ from ._checks import check_choice
 from ._cli import prog
 from .geometry import dense_landing_field, landing_field, polar_retraction, qr_retraction
 from .methods import METHODS, make_optimizer, prepare
+from .optim.base import HookedOptimizer
 from .models import load_model
 from .spectra import stable_rank, stable_rank_from_singular_values
 
@@ -307,17 +308,17 @@ def step_benchmark(config: BenchConfig, log=print) -> pd.DataFrame:
             torch.manual_seed(config.seed)
             model = prepare(copy.deepcopy(base, dict(shared)), method, r=r,
                             target_modules=list(config.target_modules), lora_dropout=0.05)
-            variants = [(method, True)]
-            if config.per_layer and hasattr(make_optimizer(model, method), "batched"):
-                variants.append((f"{method} {PER_LAYER}", False))
-            for i, (name, batched) in enumerate(variants):
-                if i:  # the per-layer reference trains its own copy from the same start
-                    torch.manual_seed(config.seed)
+            for batched in (True, False):  # a hooked optimizer also as its per-layer reference
+                if not batched:
+                    if not (config.per_layer and isinstance(optimizer, HookedOptimizer)):
+                        break
+                    torch.manual_seed(config.seed)  # its own copy, from the same start
                     model = prepare(copy.deepcopy(base, dict(shared)), method, r=r,
                                     target_modules=list(config.target_modules), lora_dropout=0.05)
                 optimizer = make_optimizer(model, method)
                 if not batched:
                     optimizer.batched = False
+                name = method if batched else f"{method} {PER_LAYER}"
                 for _ in range(config.warmup):
                     _train_step(model, optimizer, batch, device)
                 peak = _peak_step_bytes(model, optimizer, batch, device)
