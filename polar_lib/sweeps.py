@@ -36,7 +36,7 @@ import yaml
 
 from ._checks import check_choice
 from ._cli import prog
-from .data import get_task
+from .data import TASKS, get_task
 from .methods import METHODS
 from .models import tiny_like
 from .paper import COMMONSENSE_TASKS
@@ -179,7 +179,7 @@ _CI_TRAINING = dict(model="tiny-llama", lora_alpha=32, target_modules=["q_proj",
 # not the classifier) —, r = 8, α = 8, dropout 0, length 128, batch 32, linear schedule with 6 % warm-up,
 # weight decay 0.01. The new head is trained and saved whole: the classifier (PEFT's SEQ_CLS default) and
 # DeBERTa's pooler, which the checkpoint does not hold either (a fresh random layer; ours, docs/benchmarks.md).
-GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")
+GLUE_TASKS = tuple(name for name, task in TASKS.items() if task.kind == "classification")  # data/tasks.yaml
 GLUE_TARGETS = ["query_proj", "key_proj", "value_proj", "output.dense", "intermediate.dense"]
 GLUE_LRS = (4e-4, 8e-4, 1e-3)
 _GLUE_TRAINING = dict(model="microsoft/deberta-v3-base", lora_alpha=8, target_modules=GLUE_TARGETS, lora_dropout=0.0,
