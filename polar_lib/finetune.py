@@ -39,6 +39,8 @@ HELP = {
     "weight_decay": "AdamW weight decay (never applied to Stiefel factors)",
     "max_grad_norm": "gradient clipping norm (applied before the method's gradient rewrite)",
     "bf16": "bf16 autocast (GPU)",
+    "model_dtype": "dtype of the frozen base weights: float32 or bfloat16 (halves a large model's memory; adapters stay fp32)",
+    "gradient_checkpointing": "recompute activations in the backward pass: the same gradients for less memory",
     "seed": "random seed (model head, adapter init, data order, dropout)",
     "save_steps": "checkpoint (and log the stable ranks) every N steps; an interrupted run resumes from the last one",
     "group_by_length": "batch examples of similar length (less padding)",

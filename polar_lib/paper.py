@@ -4,6 +4,8 @@
 README table of the PoLAR code), task names as in ``polar_lib.data``; ``COMMONSENSE_AVERAGE``: the
 table's average column; ``COMMONSENSE_TASKS``: its eight tasks, in the table's order.
 ``STABLE_RANK``: the stable ranks the paper reports (Fig. 1 and the README's panels).
+``MATH``: exact match % of the math experiment (Gemma-3-27B-pt on MetaMathQA) per (method, task); only MATH
+(``hendrycks_math``) is known to us, from a secondary source (docs/benchmarks.md, 'PoLAR math').
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ STABLE_RANK = {
     "readme_hellaswag_polar_median": {4: 2.7, 8: 4.1, 16: 6.4, 32: 11.0},  # median over layers, per r
     "readme_hellaswag_lora_median": (2.2, 2.5),  # its range over r = 4, 8, 16, 32
 }
+
+MATH = pd.DataFrame([{"model": "Gemma-3-27B-pt", "task": "hendrycks_math", "method": "lora", "accuracy": 41.94},
+                     {"model": "Gemma-3-27B-pt", "task": "hendrycks_math", "method": "polar", "accuracy": 42.70}])
 
 
 def commonsense_differences(baseline: str = "lora") -> pd.DataFrame:

@@ -49,6 +49,7 @@ from .methods import get_method, make_config, make_optimizer, optimizer_settings
 from .models import ENCODER_FAMILIES, ENCODER_MODELS, check_model_name, load_model, model_task
 
 LOSS_ON = ("answer", "sequence")
+MODEL_DTYPES = ("float32", "bfloat16")
 SCHEDULERS = tuple(s.value for s in SchedulerType)
 VERSIONED = ("torch", "transformers", "peft")  # the libraries whose version can change a run's numbers
 
@@ -68,6 +69,10 @@ class RunConfig:
     padded to its own longest sequence only), less padding for the same examples.
     adapter_options / optimizer_options: extra keyword arguments for the method's PEFT config
     (e.g. ``{"theta": "diagonal"}``) and optimizer (e.g. ``{"landing_lambda": 1.0}``).
+    model_dtype: the frozen base weights' dtype (``"bfloat16"`` halves a large model's memory; the adapters
+    stay fp32, PEFT's ``autocast_adapter_dtype``); bf16 is autocast, independently.
+    gradient_checkpointing: recompute each block's activations in the backward pass (transformers',
+    non-reentrant): the same gradients for less memory, ≈ 1/3 more compute.
     """
 
     model: str = "tiny-llama"
@@ -89,6 +94,8 @@ class RunConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     bf16: bool = False
+    model_dtype: str = "float32"
+    gradient_checkpointing: bool = False
     seed: int = 0
     save_steps: int = 50
     group_by_length: bool = True
@@ -101,6 +108,7 @@ class RunConfig:
         task_data.get_task(self.task)
         check_choice("loss_on", self.loss_on, LOSS_ON)
         check_choice("scheduler", self.scheduler, SCHEDULERS)
+        check_choice("model_dtype", self.model_dtype, MODEL_DTYPES)
         for name in ("r", "max_steps", "batch_size", "grad_accum", "max_length", "save_steps"):
             check_positive_int(name, getattr(self, name))
         if isinstance(self.target_modules, tuple):
@@ -252,7 +260,7 @@ def load_trained(run_dir: str | Path):
 
     config, metrics = load_finished_run(run_dir)
     model, tokenizer = load_model(config.model, task=config.model_task, seed=config.seed,
-                                  num_labels=metrics.get("num_labels", 2))
+                                  num_labels=metrics.get("num_labels", 2), dtype=getattr(torch, config.model_dtype))
     return PeftModel.from_pretrained(model, Path(run_dir) / "adapter"), tokenizer
 
 
@@ -273,7 +281,7 @@ STABLE_RANK_FIELDS = ["step", "name", "layer", "module", "method", "rank", "stab
 
 
 class StableRankLog(TrainerCallback):
-    """Appends the stable rank of every adapter layer (``stable_rank.adapter_stable_ranks``) to
+    """Appends the stable rank of every adapter layer (``inspection.adapter_stable_ranks``) to
     ``<run_dir>/stable_ranks.csv`` before the first step and after every checkpoint save, so that a
     resumed run's log is the uninterrupted run's (rows repeated by a resume are dropped on reading)."""
 
@@ -363,7 +371,8 @@ def _build(plan: RunPlan):
         num_labels = task.num_labels  # the registry's classes; 1: a regression score (STS-B)
     else:
         num_labels = max(len(getattr(e, "choices", ())) for e in examples) if config.model_task != "causal-lm" else 2
-    model, tokenizer = load_model(config.model, task=config.model_task, seed=config.seed, num_labels=num_labels)
+    model, tokenizer = load_model(config.model, task=config.model_task, seed=config.seed, num_labels=num_labels,
+                                  dtype=getattr(torch, config.model_dtype))
     model = prepare(model, config.method, r=config.r, lora_alpha=config.lora_alpha,
                     target_modules=config.target_modules, lora_dropout=config.lora_dropout,
                     **config.peft_options())
@@ -396,6 +405,8 @@ def execute(plan: RunPlan, *, progress: bool = True, callbacks=None) -> Path:
             per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
             lr_scheduler_type=config.scheduler, warmup_steps=math.ceil(config.warmup_ratio * config.max_steps),
             max_grad_norm=config.max_grad_norm, bf16=config.bf16, seed=config.seed, data_seed=config.seed,
+            gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
             save_strategy="steps", save_steps=config.save_steps, save_total_limit=1,  # a resume needs the last only
             logging_steps=1,  # every step's loss is kept
             train_sampling_strategy="group_by_length" if config.group_by_length else "random",

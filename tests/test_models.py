@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from polar_lib.models import KNOWN_MODELS, load_model, smollm2_folder
+from polar_lib.models import KNOWN_MODELS, load_model, smollm2_folder, tiny_like
 
 ENGLISH = "The quick brown fox jumps over the lazy dog. It was a sunny day, and the children played in the park."
 
@@ -60,7 +60,7 @@ def test_minilm_is_pretrained():
 
 
 @pytest.mark.parametrize("name,task", [("tiny-llama", "causal-lm"), ("tiny-llama", "sequence-classification"),
-                                       ("tiny-bert", "sequence-classification")])
+                                       ("tiny-bert", "sequence-classification"), ("tiny-gemma3", "causal-lm")])
 def test_tiny_models_are_seeded(name, task):
     a, _ = load_model(name, task=task, seed=3)
     b, _ = load_model(name, task=task, seed=3)
@@ -72,4 +72,20 @@ def test_bad_names_raise():
         load_model("smollm3")
     with pytest.raises(ValueError, match="task must be one of"):
         load_model("tiny-llama", task="translation")
-    assert set(KNOWN_MODELS) == {"smollm2-135m", "minilm-l6", "tiny-llama", "tiny-bert", "tiny-deberta"}
+    assert set(KNOWN_MODELS) == {"smollm2-135m", "minilm-l6", "tiny-llama", "tiny-bert", "tiny-deberta", "tiny-gemma3"}
+
+
+def test_the_math_sweeps_adapters_sit_on_gemma3s_language_model_only():
+    """Gemma-3's image-text model (what AutoModelForCausalLM builds for google/gemma-3-27b-pt) has q/k/v_proj in
+    its vision tower too; the paper-math sweep's targets exclude it: 5 targets × 2 layers of the language model."""
+    from polar_lib.methods import make_config, targeted_layers
+    from polar_lib.sweeps import get_sweep
+
+    training = get_sweep("paper-math").training
+    assert tiny_like(training["model"]) == "tiny-gemma3"
+    model, _ = load_model("tiny-gemma3")
+    assert type(model).__name__ == "Gemma3ForConditionalGeneration"
+    assert any("vision_tower" in name and name.endswith("q_proj") for name, _ in model.named_modules())
+    config = make_config("polar", r=16, target_modules=training["target_modules"], **training["adapter_options"])
+    layers = targeted_layers(model, config)
+    assert len(layers) == 5 * 2 and all(".language_model.layers." in name for name in layers)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from polar_lib.paper import COMMONSENSE, COMMONSENSE_AVERAGE, COMMONSENSE_TASKS, commonsense_differences
+from polar_lib.paper import COMMONSENSE, COMMONSENSE_AVERAGE, COMMONSENSE_TASKS, MATH, commonsense_differences
 
 DOC = Path(__file__).parents[1] / "docs" / "benchmarks.md"
 
@@ -37,3 +37,11 @@ def test_differences_to_lora():
     assert (table[table.method == "lora"].difference == 0).all()
     winogrande = table[(table.task == "winogrande") & (table.method == "polar")].difference
     assert winogrande.between(5.7, 9.4).all()  # the paper's "+6 to +9" on WinoGrande
+
+
+def test_the_math_numbers_are_the_documented_ones():
+    section = DOC.read_text().split("## PoLAR math (Gemma-3-27B)")[1].split("\n## ")[0]
+    lora, polar = re.search(r"Reported MATH: LoRA ([\d.]+) → PoLAR ([\d.]+)", section).groups()
+    reported = MATH.set_index("method").accuracy
+    assert (reported["lora"], reported["polar"]) == (float(lora), float(polar))
+    assert set(MATH.task) == {"hendrycks_math"}

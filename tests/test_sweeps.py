@@ -61,7 +61,7 @@ def test_yaml_file_round_trip(tmp_path):
     (lambda: Sweep(training=TRAINING | {"r": 4}, max_steps=2), "training field must be one of"),
     (lambda: Sweep(training=TRAINING | {"max_lenght": 4}, max_steps=2), "'max_lenght'"),
     (lambda: SWEEPS["ci"].configs("rank"), "group must be one of"),
-    (lambda: get_sweep("cpuu"), "'cpuu' is neither a sweep name (ci, cpu, paper, ci-glue, paper-glue)"),
+    (lambda: get_sweep("cpuu"), "'cpuu' is neither a sweep name (ci, cpu, paper, ci-glue, paper-glue, ci-math, paper-math)"),
 ])
 def test_bad_input_is_named(make, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -67,6 +67,27 @@ def test_finished_run_is_reused_and_never_overwritten(tmp_path, capsys):
     assert model.peft_config["default"].r == config.r and not model.training
 
 
+class Seen(TrainerCallback):
+    """What the Trainer trains: the base weights' dtypes, the adapters', and whether checkpointing is on."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+        self.trained = {p.dtype for p in model.parameters() if p.requires_grad}
+        self.checkpointing = model.is_gradient_checkpointing
+
+
+def test_bf16_base_weights_and_gradient_checkpointing_reach_the_trainer(tmp_path):
+    """The memory options of a large model's run (the paper-math sweep): the frozen weights in bf16, the
+    adapters in fp32 (PEFT's autocast_adapter_dtype), activations recomputed; the reloaded run is bf16 too."""
+    seen = Seen()
+    config = RunConfig(method="polar", max_steps=1, model_dtype="bfloat16", gradient_checkpointing=True, **TINY)
+    run_dir = train(config, tmp_path, progress=False, callbacks=[seen])
+    assert (seen.frozen, seen.trained, seen.checkpointing) == ({torch.bfloat16}, {torch.float32}, True)
+    assert {t.dtype for t in adapter(run_dir).values()} == {torch.float32}
+    model, _ = load_trained(run_dir)
+    assert model.get_base_model().model.embed_tokens.weight.dtype == torch.bfloat16
+
+
 def test_ddp_two_processes_equal_one_process(tmp_path):
     """torchrun --nproc_per_node 2 (gloo, CPU) with batch 2 per process = one process with batch 4."""
     for method in RIEMANNIAN:
@@ -126,6 +147,7 @@ BAD_OPTIONS = [
     (["--method", "qlora"], "unknown method 'qlora'; known methods: lora"),
     (["--loss-on", "prompt"], "loss_on must be one of ('answer', 'sequence')"),
     (["--scheduler", "foo"], "scheduler must be one of ('linear', 'cosine'"),
+    (["--model-dtype", "float16"], "model_dtype must be one of ('float32', 'bfloat16')"),
     (["--data-dir", "/no/such/dir"], "data directory /no/such/dir (from the data_dir argument) does not exist"),
     (["--target-modules", "nothing_proj"], "target_modules ['nothing_proj'] match no layer"),
     (["--target-modules", "embed_tokens"], "model.embed_tokens is a Embedding; polar_lib adapts nn.Linear"),
