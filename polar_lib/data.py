@@ -132,6 +132,7 @@ class Task:
     hub_format: str | None = None  # the hub records' format: a key of polar_lib.hub_data.HUB_PARSERS
     num_labels: int | None = None  # classification: classes (1: a regression score)
     epochs: int | None = None  # the paper's training epochs, where it sets them per task
+    lm_eval_filter: str = "none"  # the filter of the stock task whose answers are scored (gsm8k: flexible-extract)
 
     @property
     def splits(self) -> tuple[str, ...]:

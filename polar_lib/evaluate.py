@@ -9,9 +9,11 @@ included) on task configs generated from ``polar_lib.data``:
 - math: lm-eval's ``generate_until`` (greedy, ``MATH_MAX_NEW_TOKENS`` tokens), the last number of the
   output matched to the answer within ``MATH_RTOL`` relative (``exact_match``).
 
-With ``online=True`` lm-eval's stock tasks (``arc_easy``, ``boolq``, ...) are used instead; they
-download their data from the hub. Sequence classifiers (the encoders) are scored by the argmax of
-their logits over the test split.
+With ``online=True`` lm-eval's stock tasks (``arc_easy``, ``boolq``, ``gsm8k``, the group
+``hendrycks_math``, ...) are used instead, exactly as lm-eval ships them (``stock_task_configs``), their
+data read from the hub or from a local copy of it (``hub_data.hub_location``); ``stock_answers`` scores
+any lm-eval ``LM`` on them. Sequence classifiers (the encoders) are scored by the argmax of their logits
+over the test split. ``run_scores`` scores many runs into one table with per-question answers.
 
 GLUE runs (a sequence classifier trained on a GLUE task) are scored by ``evaluate_classifier``: the
 predictions on the task's validation split (the argmax of the logits; STS-B: the single output, the
@@ -25,6 +27,7 @@ adapter: ``polar-evaluate --model smollm2-135m --task arc_easy``.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -136,6 +139,66 @@ def hf_lm(model, tokenizer, batch_size: int = 8):
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, **options)
 
 
+@functools.cache
+def _stock_index() -> dict:
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager().task_index
+
+
+def stock_task_configs(task: str, hub_dir: str | Path | None = None) -> list[dict]:
+    """lm-eval's stock task of registry task ``task`` (its ``lm_eval_task``) as task config dicts: the
+    registered YAML as lm-eval ships it (prompt, shots, filters, generation settings, scoring) with only
+    ``dataset_path`` set to ``hub_data.hub_location`` of the registry's hub dataset (the hub itself, or a
+    local copy under ``hub_dir`` / ``$POLAR_HUB_DATA``). A group (``hendrycks_math``) gives its subtasks,
+    in the group's order."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from .hub_data import hub_location
+
+    check_tasks([task], online=True)
+    entry = task_data.get_task(task)
+    location = hub_location(entry.hub["path"], hub_dir)
+
+    def expand(name: str) -> list[dict]:
+        config = load_yaml(_stock_index()[name].yaml_path, resolve_func=True)
+        if "group" in config:
+            return [leaf for member in config["task"] for leaf in expand(member)]
+        if config["dataset_path"] != entry.hub["path"]:
+            raise ValueError(f"data/tasks.yaml: task {task!r} names hub dataset {entry.hub['path']}, lm-eval's "
+                             f"{name} reads {config['dataset_path']}")
+        return [{key: value for key, value in config.items() if key not in ("tag", "group")}
+                | {"dataset_path": location}]
+
+    return expand(entry.lm_eval_task)
+
+
+def stock_answers(lm, tasks: list[str], limit: int | None = None, hub_dir: str | Path | None = None) -> pd.DataFrame:
+    """Per test question of each task, whether ``lm`` (any lm-eval ``LM``; ``hf_lm`` wraps a model) answers
+    it right on lm-eval's stock task (``stock_task_configs``): columns task, question, correct (0/1) — each
+    document's sample under the task's filter (``lm_eval_filter``: GSM8K ``flexible-extract``) and metric.
+    A group's subtasks follow one another, their questions numbered through, so that the mean of
+    ``correct`` is the group's aggregate weighted by size (lm-eval's for ``hendrycks_math``). ``limit``:
+    the first ``limit`` questions of each (sub)task."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    tasks = check_tasks(tasks, online=True)
+    configs = {task: stock_task_configs(task, hub_dir) for task in tasks}
+    output = lm_eval.simple_evaluate(model=lm, tasks=[config for task in tasks for config in configs[task]],
+                                     task_manager=TaskManager(include_defaults=False), limit=limit, log_samples=True)
+    rows = []
+    for task in tasks:
+        entry, offset = task_data.get_task(task), 0
+        for config in configs[task]:
+            samples = sorted((sample for sample in output["samples"][config["task"]]
+                              if sample["filter"] == entry.lm_eval_filter), key=lambda sample: sample["doc_id"])
+            rows += [{"task": task, "question": offset + sample["doc_id"], "correct": int(sample[entry.metric])}
+                     for sample in samples]
+            offset += len(samples)
+    return pd.DataFrame(rows, columns=QUESTION_COLUMNS)
+
+
 def _is_classifier(model) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return type(base).__name__.endswith("ForSequenceClassification")
@@ -159,15 +222,15 @@ def _classifier_answers(model, tokenizer, tasks, limit, batch_size, data_dir) ->
     return pd.DataFrame(rows, columns=QUESTION_COLUMNS)
 
 
-def summarize(answers: pd.DataFrame, metrics: dict[str, str]) -> pd.DataFrame:
+def summarize(answers: pd.DataFrame, metrics: dict[str, str], confidence: float = 0.95) -> pd.DataFrame:
     """Per task: accuracy (mean of ``correct``), its standard error √(p(1−p)/(n−1)) (lm-eval's), the
-    95 % Wilson interval over questions (``low``, ``high``; ``stats.wilson_interval``) and n."""
+    ``confidence`` Wilson interval over questions (``low``, ``high``; ``stats.wilson_interval``) and n."""
     from .stats import wilson_interval
 
     rows = []
     for task, group in answers.groupby("task", sort=False):
         n, hits = len(group), int(group["correct"].sum())
-        accuracy, low, high = wilson_interval(hits, n)
+        accuracy, low, high = wilson_interval(hits, n, confidence)
         stderr = math.sqrt(accuracy * (1 - accuracy) / (n - 1)) if n > 1 else float("nan")
         rows.append({"task": task, "metric": metrics[task], "accuracy": accuracy, "stderr": stderr,
                      "low": low, "high": high, "n": n})
@@ -217,36 +280,41 @@ def score_questions(model, tokenizer, tasks: list[str], limit: int | None = None
         return _classifier_answers(model, tokenizer, tasks, limit, batch_size, data_dir)
     model.eval()
     if online:
-        names = {task_data.get_task(t).lm_eval_task: t for t in tasks}
-        output = lm_eval.simple_evaluate(model=hf_lm(model, tokenizer, batch_size), tasks=list(names), limit=limit,
-                                         log_samples=True)
-    else:
-        names = {t: t for t in tasks}
-        output = lm_eval.simple_evaluate(
-            model=hf_lm(model, tokenizer, batch_size), tasks=[lm_eval_task_config(t, data_dir, limit) for t in tasks],
-            task_manager=TaskManager(include_defaults=False), log_samples=True)
+        return stock_answers(hf_lm(model, tokenizer, batch_size), tasks, limit)
+    output = lm_eval.simple_evaluate(
+        model=hf_lm(model, tokenizer, batch_size), tasks=[lm_eval_task_config(t, data_dir, limit) for t in tasks],
+        task_manager=TaskManager(include_defaults=False), log_samples=True)
     rows = []
-    for lm_name, name in names.items():
+    for name in tasks:
         metric = task_data.get_task(name).metric
         rows += [{"task": name, "question": sample["doc_id"], "correct": int(sample[metric])}
-                 for sample in sorted(output["samples"][lm_name], key=lambda sample: sample["doc_id"])]
+                 for sample in sorted(output["samples"][name], key=lambda sample: sample["doc_id"])]
     return pd.DataFrame(rows, columns=QUESTION_COLUMNS)
 
 
 def evaluation_key(tasks: list[str], limit: int | None, online: bool, data_dir: str | Path | None = None) -> dict:
     """What an evaluation's result depends on besides the run: per task, the test file's sha256 and
-    the lm-eval config built from it (prompts, metrics, generation settings); the limit; online or
-    not; polar_lib's and lm-eval's versions."""
+    the lm-eval config built from it (prompts, metrics, generation settings) — online: the stock configs,
+    the filter and metric scored, and each (sub)task's data files' checksum (``hub_data.dataset_files_sha256``,
+    of the hub commit or of the local copy's files); the limit; online or not; polar_lib's and lm-eval's
+    versions."""
     from importlib.metadata import version
 
     from . import __version__
+    from .hub_data import dataset_files_sha256
     from .train import jsonable
 
     per_task = {}
     for task in tasks:
         entry = task_data.get_task(task)
         if online:
-            per_task[task] = {"metric": entry.metric, "lm_eval_task": entry.lm_eval_task}
+            configs = stock_task_configs(task)
+            per_task[task] = {"metric": entry.metric, "filter": entry.lm_eval_filter, "lm_eval_task": entry.lm_eval_task,
+                              "data": {config["task"]: dataset_files_sha256(config["dataset_path"],
+                                                                            config.get("dataset_name"))
+                                       for config in configs},
+                              "configs": jsonable([{key: value for key, value in config.items() if key != "dataset_path"}
+                                                   for config in configs])}
             continue
         config = lm_eval_task_config(task, data_dir, limit)
         records = Path(config.pop("dataset_kwargs")["data_files"]["test"]).name  # content-addressed, not the path
@@ -290,6 +358,29 @@ def evaluate_run(run_dir: str | Path, tasks: list[str] | None = None, limit: int
     if per_question:
         return table, answers
     return table
+
+
+def run_scores(run_dirs: dict, tasks: list[str], limit: int | None = None, batch_size: int = 8,
+               online: bool = False, confidence: float = 0.95,
+               key_names=("trained_on", "method", "r", "seed")) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``evaluate_run`` of every run of ``run_dirs`` (key → run directory, keys named by ``key_names``:
+    ``sweeps.Sweep.configs``' (task, method, r, seed), the task the run was trained on) on ``tasks``:
+    ``(scores, per_question)`` — per run and task the accuracy, its ``confidence`` Wilson interval over the
+    questions and n (columns ``key_names`` + ``COLUMNS``), and per run, task and question 0/1 (``key_names``
+    + ``QUESTION_COLUMNS``): the runs answer the same questions, so ``stats.beats`` pairs them."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    scores, answers = [], []
+    for key, run_dir in run_dirs.items():
+        if len(key) != len(key_names):
+            raise ValueError(f"key_names {tuple(key_names)} do not name the key {key!r}")
+        named = dict(zip(key_names, key))
+        table, run_answers = evaluate_run(run_dir, tasks, limit=limit, batch_size=batch_size, online=online,
+                                          per_question=True)
+        scores.append(summarize(run_answers, dict(zip(table.task, table.metric)), confidence).assign(**named))
+        answers.append(run_answers.assign(**named))
+    return (pd.concat(scores, ignore_index=True)[[*key_names, *COLUMNS]],
+            pd.concat(answers, ignore_index=True)[[*key_names, *QUESTION_COLUMNS]])
 
 
 # ---------------------------------------------------------------------------------------------

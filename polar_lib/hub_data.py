@@ -88,21 +88,28 @@ def load_hub_split(name: str, split: str, hub_dir: str | Path | None = None):
 
 def hub_split_sha256(name: str, split: str, hub_dir: str | Path | None = None) -> str:
     """A checksum of hub split ``split`` of task ``name``, for a run's identity (``data.split_identity``):
-    the sha256 of the JSON list of its data files, each a ``[url]`` pinned to the hub commit
-    (``hf://datasets/<id>@<commit>/<path>``: the commit fixes the content) or, in a local copy, its
-    ``[path in the copy, sha256]`` (``data.file_sha256``). Reads the repository's file list, not the data."""
+    ``dataset_files_sha256`` of its hub dataset, config and split."""
+    task, hub_split = _hub_split(name, split)
+    return dataset_files_sha256(hub_location(task.hub["path"], hub_dir), task.hub["name"], [hub_split])
+
+
+def dataset_files_sha256(location: str, config: str | None, splits: list[str] | None = None) -> str:
+    """A checksum of the data files of ``splits`` (None: every split) of dataset ``location`` (a hub id or a
+    local copy, ``hub_location``), config ``config``: the sha256 of the JSON list of its data files, each a
+    ``[url]`` pinned to the hub commit (``hf://datasets/<id>@<commit>/<path>``: the commit fixes the content)
+    or, in a local copy, its ``[path in the copy, sha256]`` (``data.file_sha256``). Reads the repository's
+    file list, not the data."""
     import datasets
 
-    task, hub_split = _hub_split(name, split)
-    location = hub_location(task.hub["path"], hub_dir)
-    builder = datasets.load_dataset_builder(location, task.hub["name"], cache_dir=str(datasets_cache()))
+    builder = datasets.load_dataset_builder(location, config, cache_dir=str(datasets_cache()))
     data_files = builder.config.data_files or {}
-    if hub_split not in data_files:
-        raise ValueError(f"hub dataset {location} (name={task.hub['name']!r}) has no data files for "
-                         f"split={hub_split!r}; allowed: {', '.join(data_files) or 'none'}")
+    for split in splits or ():
+        if split not in data_files:
+            raise ValueError(f"hub dataset {location} (name={config!r}) has no data files for split={split!r}; "
+                             f"allowed: {', '.join(data_files) or 'none'}")
     root = Path(location).resolve()
     entries = [[Path(file).resolve().relative_to(root).as_posix(), file_sha256(file)] if Path(file).is_file() else [file]
-               for file in data_files[hub_split]]
+               for split in (splits or sorted(data_files)) for file in data_files[split]]
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 

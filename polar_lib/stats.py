@@ -111,7 +111,8 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     shrink = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / shrink
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / shrink
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    # the interval holds p̂ (its score statistic is 0); at k = 0 or n rounding could leave p̂ just outside it
+    return p, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def accuracy_interval(correct, confidence: float = 0.95) -> tuple[float, float, float]:

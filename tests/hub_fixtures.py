@@ -1,6 +1,7 @@
 """Local copies of the hub datasets the registry reads, laid out as the hub lays them out (README.md with
 its ``configs:`` front matter, parquet or JSON data files), holding a few records in each dataset's own
-schema: what ``$POLAR_HUB_DATA`` points at in the tests (tests/test_hub_data.py, the paper-profile smoke)."""
+schema: what ``$POLAR_HUB_DATA`` points at in the tests (tests/test_hub_data.py, tests/test_stock_eval.py, the
+paper-profile smoke)."""
 import json
 from pathlib import Path
 
@@ -83,6 +84,95 @@ METAMATHQA = [
     {"query": "If $x$ satisfies $2x + 3 = 11$, what is $x$?", "response": "Subtracting 3 gives $2x = 8$, so $x = 4$.\n"
               "The answer is: 4", "type": "MATH_Rephrased", "original_question": "Solve $2x+3=11$."},
 ]
+# openai/gsm8k, config main: question, answer (the worked solution with <<calculator>> annotations, then
+# "#### <number>"). Five train records for the stock task's 5 shots, four test records.
+GSM8K_TRAIN = [
+    {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How "
+                 "many clips did Natalia sell altogether in April and May?",
+     "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether "
+               "in April and May.\n#### 72"},
+    {"question": "Betty is saving money for a new wallet which costs $100. Betty has only half of the money she needs. "
+                 "Her parents decided to give her $15 for that purpose, and her grandparents twice as much as her "
+                 "parents. How much more money does Betty need to buy the wallet?",
+     "answer": "In the beginning, Betty has only 100 / 2 = $<<100/2=50>>50.\nBetty's grandparents gave her 15 * 2 = "
+               "$<<15*2=30>>30.\nThis means, Betty needs 100 - 50 - 30 - 15 = $<<100-50-30-15=5>>5 more.\n#### 5"},
+    {"question": "A bakery makes 3 batches of muffins a day with 24 muffins in each batch. It sells 60 muffins a day. "
+                 "How many muffins are left over after 5 days?",
+     "answer": "The bakery makes 3 * 24 = <<3*24=72>>72 muffins a day.\nIt has 72 - 60 = <<72-60=12>>12 left each "
+               "day.\nAfter 5 days that is 12 * 5 = <<12*5=60>>60 muffins.\n#### 60"},
+    {"question": "Tom reads 12 pages of his book on Monday and twice as many pages on Tuesday. The book has 90 pages. "
+                 "How many pages does he still have to read?",
+     "answer": "On Tuesday he reads 12 * 2 = <<12*2=24>>24 pages.\nHe has read 12 + 24 = <<12+24=36>>36 pages.\nHe "
+               "still has 90 - 36 = <<90-36=54>>54 pages to read.\n#### 54"},
+    {"question": "A garden has 4 rows of tomato plants with 7 plants in each row. Each plant gives 5 tomatoes. How "
+                 "many tomatoes does the garden give?",
+     "answer": "There are 4 * 7 = <<4*7=28>>28 plants.\nThey give 28 * 5 = <<28*5=140>>140 tomatoes.\n#### 140"},
+]
+GSM8K_TEST = [
+    {"question": "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for "
+                 "her friends every day with four. She sells the remainder at the farmers' market daily for $2 per "
+                 "fresh duck egg. How much in dollars does she make every day at the farmers' market?",
+     "answer": "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every day at "
+               "the farmer's market.\n#### 18"},
+    {"question": "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it "
+                 "take?",
+     "answer": "It takes 2/2=<<2/2=1>>1 bolt of white fiber\nSo the total amount of fabric is 2+1=<<2+1=3>>3 bolts of "
+               "fabric\n#### 3"},
+    {"question": "A school orders 1,250 pencils and gives each of its 25 classes the same number. How many pencils "
+                 "does each class get?",
+     "answer": "Each class gets 1250 / 25 = <<1250/25=50>>50 pencils.\n#### 50"},
+    {"question": "Maria buys 3 notebooks at $4 each and 2 pens at $1.50 each. How much does she spend?",
+     "answer": "The notebooks cost 3 * 4 = $<<3*4=12>>12.\nThe pens cost 2 * 1.5 = $<<2*1.5=3>>3.\nShe spends 12 + 3 = "
+               "$<<12+3=15>>15.\n#### 15"},
+]
+# EleutherAI/hendrycks_math: one config per subject (the stock subtasks' dataset_name), each with train and test;
+# problem, level, type, solution (its answer in the last \boxed{...}, what lm-eval's process_docs extracts).
+HENDRYCKS_MATH = {
+    "algebra": {
+        "train": [{"problem": "If $3x - 7 = 11$, what is the value of $x$?", "level": "Level 1", "type": "Algebra",
+                   "solution": "Adding 7 to both sides gives $3x = 18$, so $x = \\boxed{6}$."}],
+        "test": [{"problem": "What is the sum of the roots of $x^2 - 5x + 6 = 0$?", "level": "Level 2",
+                  "type": "Algebra", "solution": "By Vieta's formulas the sum of the roots is $\\boxed{5}$."},
+                 {"problem": "Evaluate $\\left(\\frac{1}{2}\\right)^{3}$.", "level": "Level 1", "type": "Algebra",
+                  "solution": "$\\left(\\frac{1}{2}\\right)^{3} = \\frac{1}{2^3} = \\boxed{\\frac{1}{8}}$."}]},
+    "counting_and_probability": {
+        "train": [{"problem": "How many ways are there to arrange the letters of the word CAT?", "level": "Level 1",
+                   "type": "Counting & Probability", "solution": "There are $3! = \\boxed{6}$ arrangements."}],
+        "test": [{"problem": "Compute $\\dbinom{6}{2}$.", "level": "Level 1", "type": "Counting & Probability",
+                  "solution": "$\\dbinom{6}{2} = \\frac{6 \\times 5}{2} = \\boxed{15}$."}]},
+    "geometry": {
+        "train": [{"problem": "A square has a perimeter of 20 cm. What is its area, in square centimeters?",
+                   "level": "Level 1", "type": "Geometry",
+                   "solution": "Each side is $20/4 = 5$ cm, so the area is $5^2 = \\boxed{25}$ square centimeters."}],
+        "test": [{"problem": "The legs of a right triangle are 6 and 8. What is the length of its hypotenuse?",
+                  "level": "Level 1", "type": "Geometry",
+                  "solution": "The hypotenuse is $\\sqrt{6^2 + 8^2} = \\sqrt{100} = \\boxed{10}$."}]},
+    "intermediate_algebra": {
+        "train": [{"problem": "Find the remainder when $x^3 + 2x + 1$ is divided by $x - 1$.", "level": "Level 2",
+                   "type": "Intermediate Algebra",
+                   "solution": "By the remainder theorem the remainder is $1 + 2 + 1 = \\boxed{4}$."}],
+        "test": [{"problem": "Find the product of the roots of $2x^3 - 4x^2 + 3x - 8 = 0$.", "level": "Level 2",
+                  "type": "Intermediate Algebra",
+                  "solution": "By Vieta's formulas the product of the roots is $-\\frac{-8}{2} = \\boxed{4}$."}]},
+    "number_theory": {
+        "train": [{"problem": "What is the greatest common divisor of 84 and 126?", "level": "Level 2",
+                   "type": "Number Theory", "solution": "$84 = 2^2 \\cdot 3 \\cdot 7$ and $126 = 2 \\cdot 3^2 \\cdot "
+                   "7$, so their gcd is $2 \\cdot 3 \\cdot 7 = \\boxed{42}$."}],
+        "test": [{"problem": "What is the remainder when $2^{10}$ is divided by 7?", "level": "Level 2",
+                  "type": "Number Theory",
+                  "solution": "$2^3 = 8 \\equiv 1 \\pmod 7$, so $2^{10} = (2^3)^3 \\cdot 2 \\equiv \\boxed{2}$."}]},
+    "prealgebra": {
+        "train": [{"problem": "What is $15\\%$ of 80?", "level": "Level 1", "type": "Prealgebra",
+                   "solution": "$0.15 \\times 80 = \\boxed{12}$."}],
+        "test": [{"problem": "Simplify $\\frac{18}{24}$.", "level": "Level 1", "type": "Prealgebra",
+                  "solution": "Dividing numerator and denominator by 6 gives $\\boxed{\\frac{3}{4}}$."}]},
+    "precalculus": {
+        "train": [{"problem": "Compute $\\cos 0^\\circ$.", "level": "Level 1", "type": "Precalculus",
+                   "solution": "$\\cos 0^\\circ = \\boxed{1}$."}],
+        "test": [{"problem": "Compute $\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix} \\begin{pmatrix} 1 \\\\ 1 "
+                             "\\end{pmatrix}$.", "level": "Level 2", "type": "Precalculus",
+                  "solution": "The product is $\\boxed{\\begin{pmatrix} 3 \\\\ 7 \\end{pmatrix}}$."}]},
+}
 # GLUE task -> split -> records, in nyu-mll/glue's columns (label: ClassLabel int, STS-B float32, its scores exact
 # in float32; idx). The validation splits that notebook 05 scores at its CI defaults and its paper-profile smoke
 # with a correlation (RTE, STS-B, CoLA) hold at least 3 records with both labels (STS-B: distinct scores), so that
@@ -190,6 +280,8 @@ def write_hub_copy(root: Path) -> Path:
             for task, splits in GLUE.items()}
     write_hub_repo(root, "nyu-mll/glue", glue, dtypes={task: {"idx": "int32"} for task in GLUE} | {
         "stsb": {"idx": "int32", "label": "float32"}})
+    write_hub_repo(root, "openai/gsm8k", {"main": {"train": GSM8K_TRAIN, "test": GSM8K_TEST}})
+    write_hub_repo(root, "EleutherAI/hendrycks_math", HENDRYCKS_MATH)
     metamath = root / "meta-math/MetaMathQA"  # one JSON file, no configs: datasets names its split "train"
     metamath.mkdir(parents=True)
     (metamath / "MetaMathQA-395K.json").write_text(json.dumps(METAMATHQA, indent=2))

@@ -10,7 +10,9 @@ is tested in test_data.py and test_hub_data.py): Social IQa, the paper's Fig. 1 
 split is hub-only and whose test split is a local file. Notebook 05's GLUE sweep (``paper-glue``: DeBERTa
 swapped for ``tiny-deberta``) keeps one seed and the first learning rate of its grid, on three tasks whose
 heads differ: CoLA (two classes, Matthews), STS-B (one output, regression), MNLI (three classes, its
-``validation_matched`` split).
+``validation_matched`` split). Notebook 06's math sweep (``paper-math``: Gemma-3-27B swapped for ``tiny-gemma3``, an
+image-text model of the same architecture) trains on MetaMathQA's hub copy and is scored by lm-eval's stock
+``gsm8k`` and ``hendrycks_math`` on theirs, one question per (sub)task.
 """
 from pathlib import Path
 
@@ -28,7 +30,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PROFILES = NOTEBOOKS / "profiles" / "paper"
 TASK = "social_iqa"
 # Per sweep a paper profile names: its smoke version (polar_lib.sweeps.smoke's arguments).
-SMOKE = {"paper": dict(tasks=(TASK,)), "paper-glue": dict(tasks=("cola", "stsb", "mnli"), lrs=1)}
+SMOKE = {"paper": dict(tasks=(TASK,)), "paper-glue": dict(tasks=("cola", "stsb", "mnli"), lrs=1), "paper-math": {}}
 
 # Per notebook: the profile's values that set the amount of work, and their smoke values.
 SHRUNK = {
@@ -36,6 +38,7 @@ SHRUNK = {
     "02_toy_problem": {"iterations": 60, "plot_every": 6},
     "03_finetune": {"eval_limit": 4},
     "05_glue": {"eval_limit": 4, "eval_batch_size": 2},
+    "06_math": {"eval_limit": 1},
     "04_runtime": {"model": "tiny-llama", "seq_len": 32, "warmup": 1, "repeats": 1, "micro_sizes": [64, 128],
                    "micro_ranks": [4, 32], "micro_repeats": 1, "stable_rank_size": 64, "stable_rank_k": 8,
                    "device": "cpu", "threads": 1},
@@ -67,6 +70,13 @@ def test_glue_smoke_sweep_keeps_the_profile_but_model_and_work():
     full, small = paper.glue, shrunk.glue
     assert (small.methods, small.ranks, small.tasks, small.seeds, small.lrs) == (
         full.methods, full.ranks, SMOKE["paper-glue"]["tasks"], full.seeds[:1], full.lrs[:1])
+
+
+def test_math_smoke_sweep_keeps_the_profile_but_model_and_work():
+    paper, shrunk = get_sweep("paper-math"), smoke("paper-math")
+    assert shrunk.training == paper.training | {"model": "tiny-gemma3", "train_limit": 8 * 15, "save_steps": 1}
+    assert (shrunk.max_steps, shrunk.epochs, shrunk.method_options) == (2, None, paper.method_options)
+    assert shrunk.math == paper.math
 
 
 @pytest.mark.parametrize("name", sorted(SHRUNK))

@@ -24,6 +24,13 @@ def test_wilson_matches_newcombe_1998_table(k, n, low, high):
     assert (round(lo, 4), round(hi, 4)) == (low, high)
 
 
+def test_wilson_interval_holds_the_estimate_exactly_at_zero_and_all():
+    """At k = 0 (k = n) the interval is [0, ·] ([·, 1]) exactly: p̂ lies in it, never a rounding error outside."""
+    for n in range(1, 200):
+        for confidence in (0.8, 0.9, 0.95, 0.99):
+            assert wilson_interval(0, n, confidence)[1] == 0.0 and wilson_interval(n, n, confidence)[2] == 1.0
+
+
 def test_wilson_is_the_set_the_score_test_accepts():
     # The bounds solve |p̂ − p| = z·√(p(1−p)/n) for p.
     k, n, z = 30, 70, scipy_stats.norm.ppf(0.975)
