@@ -89,23 +89,26 @@ def test_bf16_base_weights_and_gradient_checkpointing_reach_the_trainer(tmp_path
 
 
 def test_ddp_two_processes_equal_one_process(tmp_path):
-    """torchrun --nproc_per_node 2 (gloo, CPU) with batch 2 per process = one process with batch 4."""
-    for method in RIEMANNIAN:
-        train(RunConfig(method=method, max_steps=3, **TINY), run_dir=tmp_path / f"single-{method}", progress=False)
+    """torchrun --nproc_per_node 2 (gloo, CPU) with batch 2 per process = one process with batch 4; AdaPreLoRA's
+    exact statistics too (each rank's captured m×n gradient averaged over the ranks, as DDP averages the factors')."""
+    runs = {method: {"method": method} for method in RIEMANNIAN} | {
+        "adaprelora-exact": {"method": "lora+adaprelora", "optimizer_options": {"exact_statistics": True}}}
+    for name, fields in runs.items():
+        train(RunConfig(max_steps=3, **fields, **TINY), run_dir=tmp_path / f"single-{name}", progress=False)
     script = tmp_path / "ddp.py"
     script.write_text(
         "import sys\nfrom polar_lib.train import RunConfig, train\n"
-        f"for method in {RIEMANNIAN!r}:\n"
-        f"    train(RunConfig(method=method, max_steps=3, **{{**{TINY!r}, 'batch_size': 2}}),"
-        f" run_dir=sys.argv[1] + '/ddp-' + method, progress=False)\n")
+        f"for name, fields in {runs!r}.items():\n"
+        f"    train(RunConfig(max_steps=3, **fields, **{{**{TINY!r}, 'batch_size': 2}}),"
+        f" run_dir=sys.argv[1] + '/ddp-' + name, progress=False)\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_port", "29533", str(script), str(tmp_path)], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    for method in RIEMANNIAN:
-        single, ddp = adapter(tmp_path / f"single-{method}"), adapter(tmp_path / f"ddp-{method}")
+    for name in runs:
+        single, ddp = adapter(tmp_path / f"single-{name}"), adapter(tmp_path / f"ddp-{name}")
         for key in single:
-            assert torch.allclose(single[key], ddp[key], atol=1e-5), (method, key)
+            assert torch.allclose(single[key], ddp[key], atol=1e-5), (name, key)
 
 
 def test_registry_default_lr_is_part_of_the_identity(tmp_path, monkeypatch):

@@ -334,8 +334,9 @@ class AdaPreLoRAHooks(Hooks):
 
     def _exact_statistics(self, group, B_bar, A, g_A, g_B):
         """Row/column sums of the captured exact G (k, m, n), matched to the clipped / unscaled autograd
-        gradients by one least-squares scale c per layer: c = ⟨e, g⟩/⟨e, e⟩ for e = (B̄ᵀG, G Aᵀ). Sharded
-        factors: each rank's G (from its own tokens) is summed over the ranks first; c absorbs FSDP's 1/world."""
+        gradients by one least-squares scale c per layer: c = ⟨e, g⟩/⟨e, e⟩ for e = (B̄ᵀG, G Aᵀ). Under DDP or
+        FSDP each rank's G (from its own tokens) is summed over the ranks first (``sum_over_ranks``); c absorbs
+        the 1/world of the averaged gradients."""
         for pair in group:
             if pair.exact_G is None:
                 raise RuntimeError(f"exact_statistics: no exact gradient was captured for {pair.key} although "

@@ -34,6 +34,7 @@ import inspect
 from typing import Callable, Hashable, Iterable, Sequence, TypeVar
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 if torch.distributed.is_available():
@@ -115,11 +116,15 @@ def copy_shards(targets: Sequence[torch.Tensor], values: Sequence[torch.Tensor])
 
 
 def sum_over_ranks(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``tensor`` summed over the ranks of ``like``'s device mesh (one all-reduce) if ``like`` is a DTensor, else
-    ``tensor`` itself."""
-    if not isinstance(like, DTensor):
-        return tensor
-    return DTensor.from_local(tensor, like.device_mesh, [Partial()] * like.device_mesh.ndim).full_tensor()
+    """``tensor`` summed over the ranks that train ``like`` (one all-reduce): over ``like``'s device mesh if it is
+    a DTensor (FSDP2); over the default process group if ``torch.distributed`` runs several processes and ``like``
+    is a plain tensor (DDP, where every rank holds all of it and the gradients are averaged); else ``tensor``."""
+    if isinstance(like, DTensor):
+        return DTensor.from_local(tensor, like.device_mesh, [Partial()] * like.device_mesh.ndim).full_tensor()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+    return tensor
 
 
 def stack_tall(weights: Sequence[torch.Tensor], transposed: Sequence[bool], dtype: torch.dtype) -> torch.Tensor:
