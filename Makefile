@@ -40,7 +40,7 @@ venv: $(STAMP)  ## create or refresh the project venv .venv/
 THREADS ?= 1
 test: $(STAMP)  ## every test: the library (pytest) and the notebooks (nbval); THREADS=N BLAS threads
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly --durations=15
 
 # One executed notebook per source: `make -j2 figures` runs notebooks side by side (runs they share are
 # locked, trained once), and only a notebook whose source or profile changed runs again (`make -B figures`
