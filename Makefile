@@ -38,11 +38,15 @@ venv: $(STAMP)  ## create or refresh the project venv .venv/
 
 # One BLAS thread by default: the tests are many small ops and spawn processes (fresh loads, torchrun),
 # where two threads per process on two cores cost far more in contention than they gain. THREADS=2 runs
-# the same suite on two (the tolerances hold for any thread count and CPU kernel family).
+# the same suite on two (the tolerances hold for any thread count and CPU kernel family). JOBS pytest
+# workers (pytest-xdist) share the files out, each file whole to one worker (a notebook's cells in order,
+# a module's fixtures built once): 2 by default, one per core; JOBS=1 runs the suite in one process.
 THREADS ?= 1
-test: $(STAMP)  ## every test: the library (pytest) and the notebooks (nbval); THREADS=N BLAS threads
+JOBS ?= 2
+test: $(STAMP)  ## every test: the library (pytest) and the notebooks (nbval); THREADS=N BLAS threads, JOBS=N workers
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly --durations=15
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly --durations=15 \
+		$(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
 
 # One executed notebook per source: `make -j2 figures` runs notebooks side by side (runs they share are
 # locked, trained once), and only a notebook whose source or profile changed runs again (`make -B figures`

@@ -83,7 +83,7 @@ import pandas as pd
 import seaborn as sns
 
 from polar_lib.bench import padding_cost
-from polar_lib.figures import save_figure
+from polar_lib.figures import notebook_style, save_figure
 from polar_lib.heatmap import plot_direction_heatmap
 from polar_lib.inspection import adapter_factors
 from polar_lib.paper import STABLE_RANK as PAPER_STABLE_RANK
@@ -92,9 +92,8 @@ from polar_lib.stats import STABLE_RANK_COLUMNS, exceeds, grows_with_rank, grows
 from polar_lib.sweeps import get_sweep
 from polar_lib.train import load_run, load_stable_ranks, loss_curves, train_all
 
-sns.set_theme(style="whitegrid", context="notebook")
+notebook_style()
 pd.set_option("display.precision", 2)
-warnings.filterwarnings("ignore", category=FutureWarning)
 
 figures_dir = Path(figures_dir)
 profile = f"{sweep} sweep" if isinstance(sweep, str) else "custom sweep"  # named on every figure
@@ -117,7 +116,7 @@ print(f"{model} on {task}: {max_steps} steps × {sweep.training['batch_size'] * 
 
 # %%
 configs = sweep.configs("rank_sweep") | sweep.configs("comparison", "others", tasks=group.tasks, seeds=seeds[:1])
-run_dirs = dict(zip(configs, train_all(list(configs.values()), runs_dir, workers=workers, progress=False)))
+run_dirs = train_all(configs, runs_dir, workers=workers, progress=False)
 for (_, method, r, seed), run_dir in run_dirs.items():
     metrics = load_run(run_dir)[1]
     losses = metrics["loss_history"]

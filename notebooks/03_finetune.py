@@ -93,7 +93,6 @@ runs_dir = "../runs"
 figures_dir = "../runs/figures-ci"
 
 # %%
-import logging
 import math
 import time
 import warnings
@@ -108,16 +107,14 @@ import seaborn as sns
 
 from polar_lib.data import get_task, load_task
 from polar_lib.evaluate import evaluate_run, score_questions, summarize
-from polar_lib.figures import quiet, save_figure
+from polar_lib.figures import notebook_style, quiet, save_figure
 from polar_lib.models import load_model
 from polar_lib.paper import commonsense_differences
 from polar_lib.stats import beats, questions_needed, seed_summary, wilson_interval
 from polar_lib.sweeps import get_sweep
 from polar_lib.train import load_run, load_stable_ranks, loss_curves, train_all
 
-sns.set_theme(style="whitegrid", context="notebook")
-warnings.filterwarnings("ignore", category=FutureWarning)
-logging.getLogger("lm_eval").setLevel(logging.ERROR)
+notebook_style()
 figures_dir = Path(figures_dir)
 figures_dir.mkdir(parents=True, exist_ok=True)
 
@@ -154,7 +151,7 @@ for task in tasks:
 # %%
 configs = sweep.configs("comparison", "others")
 start = time.time()
-run_dirs = dict(zip(configs, train_all(list(configs.values()), runs_dir, workers=workers, progress=False)))
+run_dirs = train_all(configs, runs_dir, workers=workers, progress=False)
 print(f"{len(run_dirs)} runs trained or reused in {time.time() - start:.0f} s")
 
 # %%

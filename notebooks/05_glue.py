@@ -72,13 +72,12 @@ import seaborn as sns
 
 from polar_lib.data import get_task, load_task
 from polar_lib.evaluate import best_learning_rates, glue_scores, glue_table, is_reported, seed_intervals
-from polar_lib.figures import quiet, save_figure
+from polar_lib.figures import notebook_style, quiet, save_figure
 from polar_lib.hub_data import hub_location
 from polar_lib.sweeps import get_sweep
 from polar_lib.train import train_all
 
-sns.set_theme(style="whitegrid", context="notebook")
-warnings.filterwarnings("ignore", category=FutureWarning)
+notebook_style()
 figures_dir = Path(figures_dir)
 figures_dir.mkdir(parents=True, exist_ok=True)
 
@@ -104,7 +103,7 @@ for task in tasks:
 # %%
 configs = sweep.configs("glue")
 start = time.time()
-run_dirs = dict(zip(configs, train_all(list(configs.values()), runs_dir, workers=workers, progress=False)))
+run_dirs = train_all(configs, runs_dir, workers=workers, progress=False)
 print(f"{len(run_dirs)} runs trained or reused in {time.time() - start:.0f} s")
 
 start = time.time()

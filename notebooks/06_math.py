@@ -59,7 +59,6 @@ runs_dir = "../runs"
 figures_dir = "../runs/figures-ci"
 
 # %%
-import logging
 import time
 import warnings
 from pathlib import Path
@@ -71,16 +70,14 @@ import seaborn as sns
 
 from polar_lib.data import get_task
 from polar_lib.evaluate import run_scores
-from polar_lib.figures import quiet, save_figure
+from polar_lib.figures import notebook_style, quiet, save_figure
 from polar_lib.hub_data import hub_location
 from polar_lib.paper import MATH
 from polar_lib.stats import beats
 from polar_lib.sweeps import get_sweep
 from polar_lib.train import loss_curves, train_all
 
-sns.set_theme(style="whitegrid", context="notebook")
-warnings.filterwarnings("ignore", category=FutureWarning)
-logging.getLogger("lm_eval").setLevel(logging.ERROR)
+notebook_style()
 figures_dir = Path(figures_dir)
 figures_dir.mkdir(parents=True, exist_ok=True)
 
@@ -108,7 +105,7 @@ for task in eval_tasks:
 # %%
 configs = sweep.configs("math")
 start = time.time()
-run_dirs = dict(zip(configs, train_all(list(configs.values()), runs_dir, workers=workers, progress=False)))
+run_dirs = train_all(configs, runs_dir, workers=workers, progress=False)
 print(f"{len(run_dirs)} runs trained or reused in {time.time() - start:.0f} s")
 
 start = time.time()

@@ -1,5 +1,5 @@
-"""What the notebooks share: saving a figure with the numbers behind it (PNG + CSV side by side),
-and silencing a library's own output while a notebook prints one line per run."""
+"""What the notebooks share: one look (``notebook_style``), saving a figure with the numbers behind it
+(PNG + CSV side by side), and silencing a library's own output while a notebook prints one line per run."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,19 @@ import io
 from pathlib import Path
 
 import pandas as pd
+
+
+def notebook_style() -> None:
+    """The notebooks' common setup: seaborn's whitegrid theme, no ``FutureWarning`` in their outputs, and
+    lm-eval's logger at ERROR (its per-task INFO and WARNING lines would bury the notebook's own)."""
+    import logging
+    import warnings
+
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
 
 def save_figure(fig, data: pd.DataFrame, name: str, figures_dir: str | Path) -> Path:

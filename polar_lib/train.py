@@ -450,9 +450,10 @@ def _train_one(config: RunConfig, runs_dir: str, data_dir, threads: int) -> Path
         return train(config, runs_dir, data_dir=data_dir, progress=False)
 
 
-def train_all(configs: list[RunConfig], runs_dir: str | Path = "runs", *, workers: int = 1,
-              data_dir: str | Path | None = None, progress: bool = True) -> list[Path]:
-    """Train (or reuse) every run of ``configs``; return their directories, in order.
+def train_all(configs: list[RunConfig] | dict, runs_dir: str | Path = "runs", *, workers: int = 1,
+              data_dir: str | Path | None = None, progress: bool = True) -> list[Path] | dict:
+    """Train (or reuse) every run of ``configs``; return their directories, in order — for a dict of
+    configs (``sweeps.Sweep.configs``: key → config), a dict key → directory.
 
     Every config's identity is checked first (``run_identity``: task, split, data), so a bad one fails
     before anything trains. ``workers`` runs train at once, each in its own process with one BLAS
@@ -464,6 +465,9 @@ def train_all(configs: list[RunConfig], runs_dir: str | Path = "runs", *, worker
 
     from tqdm.auto import tqdm
 
+    if isinstance(configs, dict):
+        return dict(zip(configs, train_all(list(configs.values()), runs_dir, workers=workers, data_dir=data_dir,
+                                           progress=progress)))
     check_positive_int("workers", workers)
     names = [run_name(run_identity(config, data_dir)) for config in configs]
     todo = [i for i, name in enumerate(names) if not (Path(runs_dir) / name / "metrics.json").exists()]

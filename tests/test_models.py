@@ -1,7 +1,6 @@
 """The offline models: real pretrained weights, the cache, and clear errors."""
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -28,11 +27,11 @@ def test_smollm2_is_pretrained():
     assert pretrained < 5 and random > 9 and pretrained < random - 5, (pretrained, random)
 
 
-def test_smollm2_second_load_is_fast_and_concurrent_first_loads_are_safe(tmp_path, monkeypatch):
+def test_smollm2_second_load_reuses_the_cache_and_concurrent_first_loads_are_safe(tmp_path, monkeypatch):
     smollm2_folder()  # converted once (and cached) in this process's cache
-    start = time.perf_counter()
-    load_model("smollm2-135m")
-    assert time.perf_counter() - start < 2.0
+    with monkeypatch.context() as patch:  # a second load reads the converted folder, it never converts again
+        patch.setattr("polar_lib.models._convert_smollm2", lambda target: pytest.fail("converted again"))
+        load_model("smollm2-135m")
     # Two processes converting into an empty cache at once: both must get a complete folder.
     code = "from polar_lib.models import smollm2_folder; print(smollm2_folder())"
     env = {**__import__("os").environ, "POLAR_CACHE": str(tmp_path)}

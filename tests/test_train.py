@@ -213,6 +213,8 @@ def test_train_all_trains_in_workers_then_reuses(tmp_path, monkeypatch):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # fp32, 2 steps: BLAS-order noise only
     monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", lambda *a, **k: pytest.fail("trained again"))
     assert train_all(configs, tmp_path, workers=2, progress=False) == run_dirs
+    keyed = {("arc_easy", config.method): config for config in configs}  # a sweep's key -> config
+    assert train_all(keyed, tmp_path, workers=2, progress=False) == dict(zip(keyed, run_dirs))
     with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
         train_all(configs, tmp_path, workers=0)
 
