@@ -14,7 +14,7 @@ TORCH_PIN := $(shell grep -E '^torch==' requirements.txt)
 # default (CUDA) build otherwise. Override: TORCH_INDEX=https://download.pytorch.org/whl/cu128, or
 # TORCH_INDEX= (empty) for pip's own configuration (e.g. a local wheel house); rm .venv/.installed first.
 # One retry against that index: where it cannot be reached but pip's own configuration has the wheel (a
-# local wheel house), pip's default 5 retries with back-off cost ≈ 8 s for torch and each of its dependencies.
+# local wheel house), pip's default 5 retries with back-off only add waiting before it falls back to that.
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?= $(shell nvidia-smi -L >/dev/null 2>&1 || echo $(TORCH_CPU_INDEX))
 
