@@ -28,7 +28,7 @@
 #
 # | | the paper's code | this notebook, `make figures PROFILE=paper` | its defaults (`make test`) |
 # |---|---|---|---|
-# | model | Gemma-3-27B-pt, bf16 | the same (bf16 autocast), adapters on the language model only | a random 2-layer Gemma-3 image-text model (`tiny-gemma3`) |
+# | model | Gemma-3-27B-pt, bf16 | the same (bf16 weights and autocast, gradient checkpointing), adapters on the language model only | a random 2-layer Gemma-3 image-text model (`tiny-gemma3`) |
 # | training | MetaMathQA, 2 epochs, batch 120, r 16, α 32, λ 5e-3, lr PoLAR 4e-3 / LoRA 8e-4 | the same; targets q, k, v, up, down, loss on the response, cutoff 512, cosine (ours) | 2 steps of 2 examples of a hub-format copy (`tests/hub_fixtures.py`) |
 # | scoring | lm-eval `gsm8k`, `hendrycks_math` | the same stock tasks (GSM8K: `flexible-extract`), every test question | the first question of each (sub)task of the hub-format copies |
 # | seeds | 1 | 1, paired over questions | 1 |

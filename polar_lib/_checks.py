@@ -16,3 +16,9 @@ def check_positive_int(name: str, value) -> None:
     (``True`` is not: bool is a subclass of int)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_open_unit(name: str, value: float) -> None:
+    """Raise ``ValueError("<name> must be in (0, 1), got <value>")`` unless 0 < ``value`` < 1."""
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")

@@ -40,6 +40,7 @@ import pandas as pd
 import torch
 
 from . import data as task_data
+from ._checks import check_open_unit
 from ._cli import prog
 from ._log import log
 from .paths import cache_dir
@@ -368,8 +369,7 @@ def run_scores(run_dirs: dict, tasks: list[str], limit: int | None = None, batch
     ``(scores, per_question)`` — per run and task the accuracy, its ``confidence`` Wilson interval over the
     questions and n (columns ``key_names`` + ``COLUMNS``), and per run, task and question 0/1 (``key_names``
     + ``QUESTION_COLUMNS``): the runs answer the same questions, so ``stats.beats`` pairs them."""
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    check_open_unit("confidence", confidence)
     scores, answers = [], []
     for key, run_dir in run_dirs.items():
         if len(key) != len(key_names):
@@ -502,8 +502,7 @@ def seed_intervals(scores: pd.DataFrame, by=("task", "method", "r", "lr", "metri
     (a score's uncertainty over the validation examples is not in it)."""
     import scipy.stats
 
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    check_open_unit("confidence", confidence)
     missing = [name for name in (*by, value) if name not in scores.columns]
     if missing:
         raise ValueError(f"scores has no column(s) {missing}; columns: {list(scores.columns)}")

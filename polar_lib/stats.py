@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._checks import check_choice
+from ._checks import check_choice, check_open_unit
 
 __all__ = ["STABLE_RANK_COLUMNS", "PER_QUESTION_COLUMNS", "Verdict", "PairedComparison", "SeedSummary",
            "wilson_interval", "accuracy_interval", "paired_comparison", "minimal_detectable_difference",
@@ -60,11 +60,6 @@ class Verdict:
 # ---------------------------------------------------------------------------------------------
 # Argument checks
 # ---------------------------------------------------------------------------------------------
-
-def _check_open_unit(name: str, value: float) -> None:
-    if not 0 < value < 1:
-        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
-
 
 def _zero_one(values, name: str, ndims: tuple[int, ...]) -> np.ndarray:
     """``values`` as an int array of 0s and 1s with ``ndim`` in ``ndims``, else a ValueError."""
@@ -105,7 +100,7 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
     if int(successes) != successes or not 0 <= successes <= trials:
         raise ValueError(f"successes must be an integer in [0, trials={trials}], got {successes!r}")
-    _check_open_unit("confidence", confidence)
+    check_open_unit("confidence", confidence)
     z = stats.norm.ppf((1 + confidence) / 2)
     p = successes / trials
     shrink = 1 + z * z / trials
@@ -168,7 +163,7 @@ def paired_comparison(correct_a, correct_b, alpha: float = 0.05) -> PairedCompar
     question) pair as one observation, so a question appears once per seed pair: read it as evidence
     about these questions over training seeds, not as if there were seeds × questions questions.
     """
-    _check_open_unit("alpha", alpha)
+    check_open_unit("alpha", alpha)
     a = _zero_one(correct_a, "correct_a", (1, 2))
     b = _zero_one(correct_b, "correct_b", (1, 2))
     if a.shape != b.shape:
@@ -197,8 +192,8 @@ def paired_comparison(correct_a, correct_b, alpha: float = 0.05) -> PairedCompar
 
 
 def _z_values(alpha: float, power: float) -> tuple[float, float]:
-    _check_open_unit("alpha", alpha)
-    _check_open_unit("power", power)
+    check_open_unit("alpha", alpha)
+    check_open_unit("power", power)
     return stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(power)
 
 
@@ -287,7 +282,7 @@ def _seed_spread(values: pd.Series) -> pd.DataFrame:
 def stays_far_below_rank(table: pd.DataFrame, method: str, fraction: float = 0.5) -> Verdict:
     """"``method``'s stable rank stays far below r": in every seed, the final median stable rank over
     layers is ≤ fraction·r, at every r. ``table``: columns ``STABLE_RANK_COLUMNS``."""
-    _check_open_unit("fraction", fraction)
+    check_open_unit("fraction", fraction)
     evidence = _seed_spread(_final(_run_medians(table, method)))
     evidence["limit"] = fraction * evidence.index.to_numpy(dtype=float)
     below = evidence["max"] <= evidence["limit"]

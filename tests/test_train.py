@@ -90,7 +90,8 @@ def test_bf16_base_weights_and_gradient_checkpointing_reach_the_trainer(tmp_path
 
 def test_ddp_two_processes_equal_one_process(tmp_path):
     """torchrun --nproc_per_node 2 (gloo, CPU) with batch 2 per process = one process with batch 4; AdaPreLoRA's
-    exact statistics too (each rank's captured m×n gradient averaged over the ranks, as DDP averages the factors')."""
+    exact statistics too (each rank's captured m×n gradient summed over the ranks; the least-squares scale
+    absorbs DDP's averaging of the factors' gradients)."""
     runs = {method: {"method": method} for method in RIEMANNIAN} | {
         "adaprelora-exact": {"method": "lora+adaprelora", "optimizer_options": {"exact_statistics": True}}}
     for name, fields in runs.items():
